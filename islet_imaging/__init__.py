@@ -1,0 +1,58 @@
+"""islet-imaging: imaging of intramuscular islet grafts (MRI + PET), from DICOM to reports.
+
+The public API is re-exported here and imported lazily, so ``import islet_imaging`` stays fast
+and never imports Qt or napari.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from islet_imaging.errors import (
+    DicomSeriesError,
+    GeometryError,
+    IsletImagingError,
+    MissingTagError,
+    RegistrationError,
+    SegmentationError,
+    WorkspaceError,
+)
+from islet_imaging.volume import Volume
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first access)
+_LAZY = {
+    "scan": "islet_imaging.io.discover",
+    "load_series": "islet_imaging.io.dicom",
+    "load_volumes": "islet_imaging.io.dicom",
+    "read_volume": "islet_imaging.io.files",
+    "read_mask": "islet_imaging.io.files",
+    "write_volume": "islet_imaging.io.files",
+    "to_suv": "islet_imaging.io.pet",
+    "resample_like": "islet_imaging.register",
+}
+
+__all__ = [
+    "__version__",
+    "Volume",
+    "IsletImagingError",
+    "DicomSeriesError",
+    "GeometryError",
+    "MissingTagError",
+    "RegistrationError",
+    "SegmentationError",
+    "WorkspaceError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'islet_imaging' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

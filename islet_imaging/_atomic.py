@@ -1,0 +1,67 @@
+"""Atomic file writes: write to a temporary name in the same folder, then rename into place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from islet_imaging.errors import IsletImagingError
+
+
+def _suffixes(path: Path) -> str:
+    return "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds.
+
+    The temporary file keeps the suffix of ``path`` (``.nii.gz``, ``.csv``, ...) so that writers
+    choosing a format by extension behave the same. If the block raises, the temporary file is
+    removed and ``path`` is untouched.
+
+    Parameters
+    ----------
+    path
+        Final destination.
+    overwrite
+        If False (default) and ``path`` exists, raise instead of replacing it.
+
+    Raises
+    ------
+    IsletImagingError
+        If ``path`` exists and ``overwrite`` is False.
+    """
+    final = Path(path)
+    if final.exists() and not overwrite:
+        raise IsletImagingError(
+            "refusing to overwrite an existing file",
+            path=final,
+            hint="choose another name or pass overwrite=True",
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=f".tmp{_suffixes(final)}", dir=final.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically; see :func:`atomic_path`."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; see :func:`atomic_path`."""
+    return write_bytes_atomic(path, text.encode("utf-8"), overwrite=overwrite)

@@ -32,6 +32,9 @@ _LAZY = {
     "write_volume": "islet_imaging.io.files",
     "to_suv": "islet_imaging.io.pet",
     "resample_like": "islet_imaging.register",
+    "write_series": "islet_imaging.io.dicom_write",
+    "make_visit": "islet_imaging.phantom",
+    "generate_study": "islet_imaging.phantom",
 }
 
 __all__ = [

@@ -1,0 +1,101 @@
+"""``islet-imaging study``: create a study workspace, import DICOM, show status, run the batch."""
+
+from __future__ import annotations
+
+import argparse
+
+from islet_imaging.errors import IsletImagingError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "study",
+        help="longitudinal study workspace: init, import, status, batch",
+        description="Manage a study workspace (a folder with an SQLite catalogue).",
+    )
+    sub = parser.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+
+    init = sub.add_parser("init", help="create an empty workspace in DIR")
+    init.add_argument("dir", help="workspace folder (created)")
+
+    imp = sub.add_parser("import", help="catalogue the DICOM series found under PATH...")
+    imp.add_argument("dir", help="workspace folder")
+    imp.add_argument("paths", nargs="+", metavar="PATH", help="DICOM folders, DICOMDIRs or zips")
+    add_implantation_options(imp)
+
+    status = sub.add_parser("status", help="patients, visits and their processing state")
+    status.add_argument("dir", help="workspace folder")
+
+    batch = sub.add_parser("batch", help="process every pending visit (Dask)")
+    batch.add_argument("dir", help="workspace folder")
+    add_batch_options(batch)
+    parser.set_defaults(func=run)
+
+
+def add_implantation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--implantation-csv",
+        metavar="CSV",
+        help="CSV with columns patient_id (DICOM PatientID or pseudonym), implantation_date",
+    )
+    group.add_argument(
+        "--implantation-date", metavar="YYYY-MM-DD", help="one implantation date for every patient"
+    )
+
+
+def add_batch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers", type=int, default=2, help="local worker processes (0: no Dask; default 2)"
+    )
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS", help="use an existing Dask scheduler (tcp://host:8786)"
+    )
+    parser.add_argument(
+        "--segmentation",
+        choices=("pet_guided", "mr", "pet"),
+        default="pet_guided",
+        help="automatic graft delineation (default: MR seeded by PET hot spots)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def implantation_option(args: argparse.Namespace) -> str | None:
+    return args.implantation_csv or args.implantation_date
+
+
+def run(args: argparse.Namespace) -> int:
+    from islet_imaging.study.workspace import Workspace
+
+    if args.study_command == "init":
+        Workspace.init(args.dir).close()
+        print(f"created study workspace {args.dir}")
+        return 0
+    with Workspace.open(args.dir) as ws:
+        if args.study_command == "import":
+            summary = ws.import_paths(args.paths, implantation=implantation_option(args))
+            print(f"imported: {summary}")
+            for problem in summary.problems[:20]:
+                print(f"  skipped {problem}")
+            return 0
+        if args.study_command == "status":
+            print(ws.status())
+            return 0
+        if args.study_command == "batch":
+            summary = run_batch_from_args(ws, args)
+            print(summary)
+            return 1 if summary.failed else 0
+    raise IsletImagingError("unknown study action", value=args.study_command)
+
+
+def run_batch_from_args(ws, args: argparse.Namespace):
+    from islet_imaging.study.batch import run_batch
+    from islet_imaging.study.pipeline import PipelineOptions
+
+    return run_batch(
+        ws,
+        n_workers=args.workers,
+        scheduler=args.scheduler,
+        options=PipelineOptions(segmentation=args.segmentation),
+        progress=not args.no_progress,
+    )

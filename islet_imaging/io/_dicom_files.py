@@ -1,0 +1,314 @@
+"""Reading DICOM files (plain files or members of a .zip) into :class:`DicomFile` records.
+
+Zip members are read in memory, never extracted: their path is written as the archive path
+followed by the member name (``study.zip/DICOM/IM0001``), like :class:`zipfile.Path`, and
+:func:`read_bytes` resolves such paths back to the archive. A :class:`DicomFile` holds the
+header values the loader needs, decoded by the fast walker of :mod:`._dicom_parse` when it can
+and by pydicom otherwise; the complete pydicom header is built lazily, only when asked for.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import zipfile
+from collections.abc import Iterable, Sequence
+from pathlib import PurePosixPath
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from islet_imaging.io._dicom_parse import PIXEL_DATA, TAGS, Header, UnsupportedHeader, parse_header
+
+__all__ = [
+    "DicomFile",
+    "LazyHeaders",
+    "NotDicomError",
+    "ZipReader",
+    "is_safe_member",
+    "read_bytes",
+    "read_dicom_file",
+]
+
+_ENHANCED = "SharedFunctionalGroupsSequence"
+
+
+class NotDicomError(Exception):
+    """A file is not DICOM, or is unreadable; ``str(exc)`` is the reason."""
+
+
+def is_safe_member(name: str) -> bool:
+    """True if an archive member or DICOMDIR file ID stays inside its root (no ``..``, no root)."""
+    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return False
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return ".." not in parts
+
+
+class ZipReader:
+    """Thread-safe cache of open zip archives, to read many members of the same archive."""
+
+    def __init__(self) -> None:
+        self._archives: dict[str, zipfile.ZipFile] = {}
+        self._lock = threading.Lock()
+
+    def read(self, path: str, limit: int | None = None) -> bytes:
+        """Read ``path`` (a real file, or ``archive.zip/member``), at most ``limit`` bytes."""
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                return fh.read() if limit is None else fh.read(limit)
+        archive, member = _split_zip_path(path)
+        if not is_safe_member(member):
+            raise NotDicomError(f"unsafe path inside archive: {member!r}")
+        with self._lock:
+            zf = self._archives.get(archive)
+            if zf is None:
+                zf = self._archives[archive] = zipfile.ZipFile(archive)
+            try:
+                with zf.open(member) as fh:
+                    return fh.read() if limit is None else fh.read(limit)
+            except KeyError as exc:
+                raise NotDicomError("file not found") from exc
+
+    def size(self, path: str) -> int:
+        """Size in bytes of a file or zip member."""
+        if os.path.isfile(path):
+            return os.path.getsize(path)
+        archive, member = _split_zip_path(path)
+        with self._lock:
+            zf = self._archives.get(archive) or zipfile.ZipFile(archive)
+            self._archives[archive] = zf
+            return zf.getinfo(member).file_size
+
+    def close(self) -> None:
+        """Close every archive opened so far."""
+        with self._lock:
+            for zf in self._archives.values():
+                zf.close()
+            self._archives.clear()
+
+
+def _split_zip_path(path: str) -> tuple[str, str]:
+    probe = os.path.normpath(path)
+    parts = []
+    while probe and not os.path.isfile(probe):
+        head, tail = os.path.split(probe)
+        if head == probe:
+            break
+        parts.append(tail)
+        probe = head
+    if not probe or not os.path.isfile(probe) or not zipfile.is_zipfile(probe):
+        raise NotDicomError("file not found")
+    return probe, "/".join(reversed(parts))
+
+
+def read_bytes(path: str, limit: int | None = None) -> bytes:
+    """Read a file or a zip member (``archive.zip/member``) as bytes."""
+    reader = ZipReader()
+    try:
+        return reader.read(path, limit)
+    finally:
+        reader.close()
+
+
+def _python_value(value: Any) -> Any:
+    """pydicom value -> the plain Python value the fast walker produces."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        items = [_python_value(v) for v in value]
+        return items[0] if len(items) == 1 else tuple(items)
+    if isinstance(value, pydicom.valuerep.DSfloat | pydicom.valuerep.DSdecimal):
+        return float(value)
+    if isinstance(value, pydicom.valuerep.IS):
+        return int(value)
+    if isinstance(value, pydicom.valuerep.PersonName | pydicom.uid.UID):
+        return str(value)
+    return value
+
+
+class DicomFile:
+    """One DICOM file: its path, bytes, header values and (lazily) its pydicom header.
+
+    Parameters
+    ----------
+    path
+        File path (or ``archive.zip/member``).
+    data
+        The file bytes (whole file, or its beginning when only headers are wanted).
+    header
+        Values read by the fast walker, or None if pydicom had to parse the file.
+    dataset
+        The pydicom dataset when the fast walker could not be used.
+    """
+
+    __slots__ = ("_dataset", "data", "header", "path")
+
+    def __init__(
+        self, path: str, data: bytes, header: Header | None, dataset: Dataset | None
+    ) -> None:
+        self.path = path
+        self.data = data
+        self.header = header
+        self._dataset = dataset
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        """Value of ``keyword`` (one of :data:`._dicom_parse.TAGS`) as plain Python."""
+        if self.header is not None:
+            return self.header.get(keyword, default)
+        if keyword == "TransferSyntaxUID":
+            meta = getattr(self._dataset, "file_meta", None)
+            return str(meta.TransferSyntaxUID) if meta and "TransferSyntaxUID" in meta else default
+        tag = TAGS[keyword][0]
+        if tag not in self._dataset:
+            return default
+        value = _python_value(self._dataset[tag].value)
+        return default if value is None else value
+
+    @property
+    def is_enhanced(self) -> bool:
+        """True for multi-frame objects with functional groups (Enhanced MR/PET/CT...)."""
+        if self.header is not None:
+            return _ENHANCED in self.header.values
+        return _ENHANCED in self._dataset
+
+    @property
+    def has_pixels(self) -> bool:
+        """True if the file holds PixelData (or Float/Double Float Pixel Data)."""
+        if self.header is not None:
+            return self.header.pixel_offset is not None
+        return any(t in self._dataset for t in (PIXEL_DATA, 0x7FE00008, 0x7FE00009))
+
+    def dataset(self, *, pixels: bool = False) -> Dataset:
+        """The pydicom dataset, without pixel data unless ``pixels`` is True."""
+        if pixels:
+            if self._dataset is not None and PIXEL_DATA in self._dataset:
+                return self._dataset
+            return _dcmread(self.data, self.path, stop_before_pixels=False)
+        if self.header is not None:
+            return header_dataset(self.data[: self.header.header_end], self.path)
+        ds = self._dataset
+        if PIXEL_DATA in ds:
+            ds = ds.copy()
+            del ds[PIXEL_DATA]
+        return ds
+
+
+def header_dataset(data: bytes, path: str) -> Dataset:
+    """Parse header bytes (everything before the PixelData element) with pydicom."""
+    return _dcmread(data, path, stop_before_pixels=True)
+
+
+def _dcmread(data: bytes, path: str, *, stop_before_pixels: bool) -> Dataset:
+    try:
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        pass
+    except Exception as exc:  # pydicom raises many types on damaged files
+        raise NotDicomError(f"unreadable DICOM ({type(exc).__name__}: {exc})") from exc
+    try:  # files without the 128-byte preamble (older exports)
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels, force=True)
+    except Exception as exc:
+        raise NotDicomError("not a DICOM file (no DICM preamble)") from exc
+    if "SOPClassUID" not in ds and "Rows" not in ds:
+        raise NotDicomError("not a DICOM file (no DICM preamble, no SOP Class UID)")
+    return ds
+
+
+_HEAD = 16384
+
+
+def _parse_or_none(data: bytes, stop_after: int) -> Header | None:
+    try:
+        return parse_header(data, stop_after=stop_after)
+    except UnsupportedHeader:
+        return None
+
+
+def read_dicom_file(
+    path: str, reader: ZipReader, *, headers_only: bool, stop_after: int = PIXEL_DATA
+) -> DicomFile:
+    """Read one file and decode its header values.
+
+    With ``headers_only`` only the beginning of the file is read (all of it if the header is
+    longer), and the walk stops after the tag ``stop_after``.
+
+    Raises
+    ------
+    NotDicomError
+        With the reason (not DICOM, truncated, unreadable).
+    """
+    try:
+        data = reader.read(path, _HEAD if headers_only else None)
+    except OSError as exc:
+        raise NotDicomError(f"cannot read file ({exc.strerror or exc})") from exc
+    limit = _HEAD
+    partial = headers_only and len(data) == limit
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        header = _parse_or_none(data, stop_after)
+        while partial and (header is None or not header.stopped):
+            limit *= 8  # long headers (e.g. Siemens CSA): read more, then all
+            data = reader.read(path, limit if limit <= 8 * 8 * _HEAD else None)
+            partial = len(data) == limit
+            header = _parse_or_none(data, stop_after)
+        if header is not None:
+            if header.truncated:
+                raise NotDicomError(
+                    f"truncated file: the header ends after {len(data)} bytes inside an element"
+                )
+            if header.pixel_offset is not None and header.pixel_length is not None:
+                size = reader.size(path) if partial else len(data)
+                if header.pixel_offset + header.pixel_length > size:
+                    raise NotDicomError(
+                        f"truncated file: PixelData (7FE0,0010) needs {header.pixel_length} "
+                        f"bytes, {size - header.pixel_offset} present"
+                    )
+            return DicomFile(path, data, header, None)
+    if partial:
+        data = reader.read(path)
+    ds = _dcmread(data, path, stop_before_pixels=headers_only)
+    return DicomFile(path, data, None, ds)
+
+
+class LazyHeaders(Sequence):
+    """A tuple-like sequence of pydicom headers (no PixelData), parsed on first access.
+
+    Parsing a complete header with pydicom costs far more than reading the pixels, so the
+    loader keeps each header's bytes and builds the :class:`~pydicom.dataset.Dataset` only when
+    it is indexed. Compares equal to a tuple of the same datasets.
+    """
+
+    def __init__(self, items: Iterable[tuple[bytes, str] | Dataset]) -> None:
+        self._items: list[Any] = list(items)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        item = self._items[index]
+        if isinstance(item, Dataset):
+            return item
+        with self._lock:
+            item = self._items[index]
+            if not isinstance(item, Dataset):
+                item = self._items[index] = header_dataset(*item)
+        return item
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"LazyHeaders({len(self)} headers)"
+
+    def __reduce__(self):
+        return (LazyHeaders, (self._items,))

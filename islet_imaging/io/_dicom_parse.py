@@ -1,0 +1,274 @@
+"""A minimal, fast DICOM header walker for the tags the loader and the scanner need.
+
+pydicom builds a full :class:`~pydicom.dataset.Dataset` for every file; for thousands of slices
+that dominates scan and load time. This module walks the top-level data elements of a little
+endian file (explicit or implicit VR, including encapsulated pixel data), keeps the raw value
+bytes of a fixed set of tags, skips everything else (sequences included) and records where the
+pixel data start. Anything unusual (big endian, deflate, no ``DICM`` preamble, malformed
+lengths) raises :class:`UnsupportedHeader` and the caller falls back to pydicom.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+__all__ = [
+    "PIXEL_DATA",
+    "TAGS",
+    "Header",
+    "UnsupportedHeader",
+    "decode",
+    "parse_header",
+]
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+PIXEL_DATA = 0x7FE00010
+_ITEM = 0xFFFEE000
+_ITEM_END = 0xFFFEE00D
+_SEQ_END = 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})  # fmt: skip
+
+# keyword -> (tag, VR) of every element the loader reads itself; all others stay in pydicom
+TAGS: dict[str, tuple[int, str]] = {
+    "TransferSyntaxUID": (0x00020010, "UI"),
+    "ImageType": (0x00080008, "CS"),
+    "SOPClassUID": (0x00080016, "UI"),
+    "SOPInstanceUID": (0x00080018, "UI"),
+    "StudyDate": (0x00080020, "DA"),
+    "SeriesDate": (0x00080021, "DA"),
+    "StudyTime": (0x00080030, "TM"),
+    "SeriesTime": (0x00080031, "TM"),
+    "AcquisitionTime": (0x00080032, "TM"),
+    "Modality": (0x00080060, "CS"),
+    "StudyDescription": (0x00081030, "LO"),
+    "SeriesDescription": (0x0008103E, "LO"),
+    "PatientID": (0x00100020, "LO"),
+    "SliceThickness": (0x00180050, "DS"),
+    "EchoTime": (0x00180081, "DS"),
+    "EchoNumbers": (0x00180086, "IS"),
+    "SpacingBetweenSlices": (0x00180088, "DS"),
+    "TriggerTime": (0x00181060, "DS"),
+    "DiffusionBValue": (0x00189087, "FD"),
+    "SiemensMRHeaderCreator": (0x00190010, "LO"),
+    "NumberOfImagesInMosaic": (0x0019100A, "US"),
+    "StudyInstanceUID": (0x0020000D, "UI"),
+    "SeriesInstanceUID": (0x0020000E, "UI"),
+    "SeriesNumber": (0x00200011, "IS"),
+    "AcquisitionNumber": (0x00200012, "IS"),
+    "InstanceNumber": (0x00200013, "IS"),
+    "ImagePositionPatient": (0x00200032, "DS"),
+    "ImageOrientationPatient": (0x00200037, "DS"),
+    "FrameOfReferenceUID": (0x00200052, "UI"),
+    "TemporalPositionIdentifier": (0x00200100, "IS"),
+    "SamplesPerPixel": (0x00280002, "US"),
+    "PhotometricInterpretation": (0x00280004, "CS"),
+    "NumberOfFrames": (0x00280008, "IS"),
+    "Rows": (0x00280010, "US"),
+    "Columns": (0x00280011, "US"),
+    "PixelSpacing": (0x00280030, "DS"),
+    "BitsAllocated": (0x00280100, "US"),
+    "BitsStored": (0x00280101, "US"),
+    "PixelRepresentation": (0x00280103, "US"),
+    "RescaleIntercept": (0x00281052, "DS"),
+    "RescaleSlope": (0x00281053, "DS"),
+    "CSACreator": (0x00290010, "LO"),
+    "CSAImageHeaderInfo": (0x00291010, "OB"),
+    "Units": (0x00541001, "CS"),
+    "FrameReferenceTime": (0x00541300, "DS"),
+    "SharedFunctionalGroupsSequence": (0x52009229, "SQ"),
+    "PerFrameFunctionalGroupsSequence": (0x52009230, "SQ"),
+}
+_BY_TAG = {tag: (keyword, vr) for keyword, (tag, vr) in TAGS.items()}
+_NUMERIC = {"US": "<H", "UL": "<I", "SS": "<h", "SL": "<i", "FL": "<f", "FD": "<d"}
+
+_H = struct.Struct("<H")
+_I = struct.Struct("<I")
+_HH = struct.Struct("<HH")
+
+
+class UnsupportedHeader(Exception):
+    """The fast walker cannot read this file; use pydicom instead (not an error by itself)."""
+
+
+class Header:
+    """Raw values of :data:`TAGS` found in one file, plus where the pixel data are.
+
+    Attributes
+    ----------
+    values : dict
+        keyword -> raw value bytes (decode with :func:`decode`).
+    pixel_offset, pixel_length : int or None
+        Byte offset and length of the PixelData value (length None if encapsulated).
+    header_end : int
+        Offset where the PixelData element starts (or the end of the parsed bytes).
+    transfer_syntax : str
+    stopped : bool
+        True if the walk stopped at the pixel data or at ``stop_after``.
+    truncated : bool
+        True if an element runs past the end of the buffer.
+    """
+
+    __slots__ = ("header_end", "pixel_length", "pixel_offset", "stopped", "transfer_syntax", "truncated", "values")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+        self.pixel_offset: int | None = None
+        self.pixel_length: int | None = None
+        self.header_end = 0
+        self.transfer_syntax = ""
+        self.stopped = False
+        self.truncated = False
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        """Decoded value of ``keyword`` (see :func:`decode`), or ``default`` if absent."""
+        raw = self.values.get(keyword)
+        if raw is None:
+            return default
+        value = decode(raw, TAGS[keyword][1])
+        return default if value is None else value
+
+
+def decode(raw: bytes, vr: str) -> Any:
+    """Decode raw little-endian value bytes: strings, numbers, or tuples for multi-values."""
+    if vr in _NUMERIC:
+        fmt = _NUMERIC[vr]
+        size = struct.calcsize(fmt)
+        n = len(raw) // size
+        if n == 0:
+            return None
+        values = struct.unpack("<" + fmt[1] * n, raw[: n * size])
+        return values[0] if n == 1 else values
+    if vr in ("OB", "SQ"):
+        return raw
+    text = raw.decode("utf-8", "replace").strip(" \x00")
+    if not text:
+        return None
+    parts = [p.strip(" \x00") for p in text.split("\\")]
+    if vr in ("DS", "IS"):
+        try:
+            numbers = [float(p) if vr == "DS" else int(float(p)) for p in parts if p]
+        except ValueError:
+            return None
+        if not numbers:
+            return None
+        return numbers[0] if len(numbers) == 1 else tuple(numbers)
+    if vr == "CS" and len(parts) > 1:
+        return tuple(parts)
+    return text if len(parts) == 1 else tuple(parts)
+
+
+def _skip_undefined(buf: bytes, pos: int, explicit: bool) -> int:
+    """Skip the items of an undefined-length sequence starting at ``pos``; return end offset."""
+    end = len(buf)
+    while pos + 8 <= end:
+        group, elem = _HH.unpack_from(buf, pos)
+        tag = (group << 16) | elem
+        length = _I.unpack_from(buf, pos + 4)[0]
+        pos += 8
+        if tag == _SEQ_END:
+            return pos
+        if tag != _ITEM:
+            raise UnsupportedHeader(f"unexpected tag {tag:08X} in sequence")
+        if length != _UNDEFINED:
+            pos += length
+            continue
+        pos = _skip_dataset(buf, pos, explicit)
+    raise UnsupportedHeader("sequence runs past the end of the buffer")
+
+
+def _skip_dataset(buf: bytes, pos: int, explicit: bool) -> int:
+    """Skip elements of an undefined-length item up to and including its delimiter."""
+    end = len(buf)
+    while pos + 8 <= end:
+        tag, vr, length, pos = _element_header(buf, pos, explicit)
+        if tag == _ITEM_END:
+            return pos
+        if length == _UNDEFINED:
+            pos = _skip_undefined(buf, pos, explicit and vr != b"UN")
+        else:
+            pos += length
+    raise UnsupportedHeader("item runs past the end of the buffer")
+
+
+def _element_header(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes, int, int]:
+    group, elem = _HH.unpack_from(buf, pos)
+    tag = (group << 16) | elem
+    if group == 0xFFFE:  # item / delimiters carry no VR
+        return tag, b"", _I.unpack_from(buf, pos + 4)[0], pos + 8
+    if explicit:
+        vr = buf[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            return tag, vr, _I.unpack_from(buf, pos + 8)[0], pos + 12
+        if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+            raise UnsupportedHeader(f"invalid VR {vr!r} at offset {pos}")
+        return tag, vr, _H.unpack_from(buf, pos + 6)[0], pos + 8
+    return tag, b"", _I.unpack_from(buf, pos + 4)[0], pos + 8
+
+
+def parse_header(buf: bytes, *, stop_after: int = PIXEL_DATA) -> Header:
+    """Walk the data elements of ``buf`` (the start of, or a whole, DICOM file).
+
+    Parameters
+    ----------
+    buf
+        File bytes, starting with the 128-byte preamble and ``DICM``.
+    stop_after
+        Stop once an element with a larger tag is reached (pixel data always stop the walk).
+
+    Raises
+    ------
+    UnsupportedHeader
+        If the file needs pydicom (no preamble, big endian, deflate, malformed lengths).
+    """
+    if len(buf) < 144 or buf[128:132] != b"DICM":
+        raise UnsupportedHeader("no DICM preamble")
+    header = Header()
+    values = header.values
+    pos = 132
+    end = len(buf)
+    # File meta information: always explicit VR little endian
+    while pos + 8 <= end and _H.unpack_from(buf, pos)[0] == 0x0002:
+        tag, _vr, length, pos = _element_header(buf, pos, True)
+        if length == _UNDEFINED or pos + length > end:
+            raise UnsupportedHeader("bad file meta element")
+        if tag == 0x00020010:
+            header.transfer_syntax = buf[pos : pos + length].decode("ascii").strip(" \x00")
+        pos += length
+    ts = header.transfer_syntax
+    if ts == IMPLICIT_LE:
+        explicit = False
+    elif ts.startswith("1.2.840.10008.1.2.") and ts not in ("1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"):  # fmt: skip
+        explicit = True  # explicit LE and every encapsulated (compressed) syntax
+    else:
+        raise UnsupportedHeader(f"transfer syntax {ts!r}")
+    stop = min(stop_after, PIXEL_DATA)
+    while pos + 8 <= end:
+        start = pos
+        tag, vr, length, pos = _element_header(buf, pos, explicit)
+        if tag >= PIXEL_DATA:
+            header.header_end = start
+            if tag == PIXEL_DATA:
+                header.pixel_offset = pos
+                header.pixel_length = None if length == _UNDEFINED else length
+            header.stopped = True
+            return header
+        if tag > stop:
+            header.header_end = start
+            header.stopped = True
+            return header
+        if length == _UNDEFINED:
+            if tag in _BY_TAG:  # functional groups: keep the position, pydicom parses them
+                values[_BY_TAG[tag][0]] = b""
+            pos = _skip_undefined(buf, pos, explicit and vr != b"UN")
+            continue
+        if pos + length > end:
+            break
+        if tag in _BY_TAG:
+            values[_BY_TAG[tag][0]] = buf[pos : pos + length]
+        pos += length
+    header.header_end = min(pos, end)
+    header.truncated = pos != end
+    return header

@@ -1,0 +1,132 @@
+"""Pixel data of frames: raw little-endian bytes straight from the file buffer, or decoded once
+per file by pydicom's pixel handlers (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE,
+big endian, deflate), then scaled per frame with RescaleSlope/RescaleIntercept into float32.
+
+MONOCHROME1 data are never inverted: stored × slope + intercept is the quantity (e.g. Bq/mL).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from islet_imaging.errors import DicomSeriesError
+from islet_imaging.io._dicom_files import DicomFile
+from islet_imaging.io._dicom_frames import Frame
+
+__all__ = ["PixelReader"]
+
+_NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+
+
+class PixelReader:
+    """Reads frames of many files, decoding each compressed file only once (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._decoded: dict[int, np.ndarray] = {}
+        self._locks: dict[int, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _check(self, file: DicomFile) -> tuple[int, int, int]:
+        spp = int(file.get("SamplesPerPixel", 1) or 1)
+        if spp != 1:
+            raise DicomSeriesError(
+                "colour images cannot form a quantitative volume",
+                path=file.path,
+                tag="SamplesPerPixel",
+                value=spp,
+                hint="load a greyscale series",
+            )
+        bits = int(file.get("BitsAllocated", 16) or 16)
+        if bits not in (8, 16, 32):
+            raise DicomSeriesError(
+                "unsupported pixel size", path=file.path, tag="BitsAllocated", value=bits
+            )
+        stored = int(file.get("BitsStored", bits) or bits)
+        return bits, stored, int(file.get("PixelRepresentation", 0) or 0)
+
+    def raw(self, frame: Frame) -> np.ndarray:
+        """Stored values of ``frame`` as an integer array (rows, columns), not scaled."""
+        file = frame.file
+        bits, stored, signed = self._check(file)
+        header = file.header
+        rows, cols = int(file.get("Rows", 0)), int(file.get("Columns", 0))
+        if (
+            header is not None
+            and header.pixel_length is not None
+            and header.transfer_syntax in _NATIVE
+        ):
+            dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+            count = rows * cols
+            offset = header.pixel_offset + frame.index * count * dtype.itemsize
+            if offset + count * dtype.itemsize > header.pixel_offset + header.pixel_length:
+                raise DicomSeriesError(
+                    f"pixel data too short for frame {frame.index + 1} of {rows}x{cols} pixels",
+                    path=file.path,
+                    tag="PixelData",
+                    value=header.pixel_length,
+                )
+            image = np.frombuffer(file.data, dtype, count=count, offset=offset).reshape(rows, cols)
+            image = _fix_bits(image, stored, bits, signed)
+        else:
+            image = self._decoded_frame(file, frame.index)
+        if frame.mosaic is not None:
+            tile, per_row = frame.mosaic
+            r, c = divmod(tile, per_row)
+            image = image[
+                r * frame.rows : (r + 1) * frame.rows, c * frame.columns : (c + 1) * frame.columns
+            ]
+        return image
+
+    def _decoded_frame(self, file: DicomFile, index: int) -> np.ndarray:
+        key = id(file)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            array = self._decoded.get(key)
+            if array is None:
+                try:
+                    ds = file.dataset(pixels=True)
+                    array = ds.pixel_array
+                except Exception as exc:  # decoder plugins raise many types
+                    ts = file.get("TransferSyntaxUID")
+                    raise DicomSeriesError(
+                        f"cannot decode pixel data ({type(exc).__name__}: {exc})",
+                        path=file.path,
+                        tag="PixelData",
+                        value=ts,
+                        hint="install the pylibjpeg / pyjpegls decoder plugins or "
+                        "decompress the file (e.g. with dcmdjpeg)",
+                    ) from exc
+                n_frames = int(file.get("NumberOfFrames", 1) or 1)
+                if n_frames == 1 or array.ndim == 2:
+                    array = array.reshape((1, *array.shape[-2:]))
+                self._decoded[key] = array
+        return array[index]
+
+    def read_into(self, frame: Frame, out: np.ndarray) -> None:
+        """Write ``stored × slope + intercept`` of ``frame`` into ``out`` (float32, in place)."""
+        image = self.raw(frame)
+        if frame.slope == 1.0:
+            np.copyto(out, image, casting="unsafe")
+        else:
+            np.multiply(image, np.float32(frame.slope), out=out, dtype=np.float32, casting="unsafe")
+        if frame.intercept != 0.0:
+            out += np.float32(frame.intercept)
+
+
+def _fix_bits(image: np.ndarray, stored: int, bits: int, signed: int) -> np.ndarray:
+    """Mask unused high bits (and sign-extend) when BitsStored < BitsAllocated."""
+    if stored >= bits or stored <= 0:
+        return image
+    if signed:
+        low, high = -(1 << (stored - 1)), (1 << (stored - 1)) - 1
+        if image.min() >= low and image.max() <= high:
+            return image
+        shift = bits - stored
+        return (image << shift) >> shift
+    mask = (1 << stored) - 1
+    if image.max() <= mask:
+        return image
+    return image & image.dtype.type(mask)

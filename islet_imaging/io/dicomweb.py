@@ -1,0 +1,416 @@
+"""Search, pull and push DICOM over DICOMweb (QIDO-RS, WADO-RS, STOW-RS) with dicomweb-client.
+
+Credentials come from, in increasing priority: the config file (``pacs.toml`` with a ``[pacs]``
+table holding ``url``, ``user``, ``password``; default ``~/.config/islet-imaging/pacs.toml`` or
+the path given), then the environment variables ``ISLET_PACS_URL``, ``ISLET_PACS_USER`` and
+``ISLET_PACS_PASSWORD``. The password is never printed, logged or put in an error message:
+:class:`PacsConfig` hides it in its repr, credentials written in the URL
+(``https://user:pw@host``) are moved out of it, and every error text is scrubbed.
+
+Example config file::
+
+    [pacs]
+    url = "https://pacs.example.org/dicom-web"
+    user = "islet"
+    password = "..."        # or leave it out and set ISLET_PACS_PASSWORD
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import tomllib
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+from islet_imaging._atomic import atomic_path
+from islet_imaging.errors import PacsError
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "PacsConfig",
+    "connect",
+    "find_derived",
+    "load_pacs_config",
+    "pull_series",
+    "pull_study",
+    "push",
+    "search_series",
+    "search_studies",
+]
+
+DEFAULT_CONFIG = Path("~/.config/islet-imaging/pacs.toml")
+_ENV = {"url": "ISLET_PACS_URL", "user": "ISLET_PACS_USER", "password": "ISLET_PACS_PASSWORD"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PacsConfig:
+    """Where the DICOMweb service is and how to log in (the password never appears in repr)."""
+
+    url: str
+    user: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    timeout_s: float = 60.0
+
+    def __repr__(self) -> str:
+        auth = f", user={self.user!r}, password=***" if self.user else ""
+        return f"PacsConfig(url={self.url!r}{auth})"
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the password (and its basic-auth encodings) replaced by ``***``."""
+        if not self.password:
+            return text
+        import base64
+
+        secrets = {self.password, urllib.parse.quote(self.password, safe="")}
+        if self.user:
+            secrets.add(base64.b64encode(f"{self.user}:{self.password}".encode()).decode())
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _split_url_credentials(url: str) -> tuple[str, str | None, str | None]:
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url.rstrip("/"), None, None
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    clean = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    user = urllib.parse.unquote(parts.username) if parts.username else None
+    password = urllib.parse.unquote(parts.password) if parts.password else None
+    return clean.rstrip("/"), user, password
+
+
+def load_pacs_config(
+    path: str | os.PathLike | None = None, *, env: dict[str, str] | None = None
+) -> PacsConfig:
+    """Read the PACS settings from ``path`` (or the default file if it exists) and the environment.
+
+    Environment variables override the file. Raises :class:`PacsError` (never showing the
+    password) when no URL is configured or the file is malformed.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    file = Path(path).expanduser() if path is not None else DEFAULT_CONFIG.expanduser()
+    if path is not None and not file.is_file():
+        raise PacsError("PACS config file not found", path=file, hint="check the --config path")
+    if file.is_file():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            # the decoder message can quote the offending line: do not repeat it
+            raise PacsError(
+                "PACS config file is not valid TOML",
+                path=file,
+                hint=f"fix the syntax near line {getattr(exc, 'lineno', '?')}",
+            ) from None
+        section = data.get("pacs", data)
+        values.update(
+            {k: section[k] for k in ("url", "user", "password", "timeout_s") if k in section}
+        )
+    for key, var in _ENV.items():
+        if env.get(var):
+            values[key] = env[var]
+    if not values.get("url"):
+        raise PacsError(
+            "no PACS configured",
+            tag="ISLET_PACS_URL",
+            hint=f"set ISLET_PACS_URL (and ISLET_PACS_USER / ISLET_PACS_PASSWORD) or write "
+            f"{DEFAULT_CONFIG} with a [pacs] table",
+        )
+    url, url_user, url_password = _split_url_credentials(str(values["url"]))
+    return PacsConfig(
+        url=url,
+        user=values.get("user") or url_user,
+        password=values.get("password") or url_password,
+        timeout_s=float(values.get("timeout_s", 60.0)),
+    )
+
+
+# --------------------------------------------------------------------------- client
+class _Client:
+    """A dicomweb-client wrapper turning every failure into a scrubbed :class:`PacsError`."""
+
+    def __init__(self, config: PacsConfig) -> None:
+        import requests
+        from dicomweb_client.api import DICOMwebClient
+
+        self.config = config
+        session = requests.Session()
+        if config.user:
+            session.auth = (config.user, config.password or "")
+        self._client = DICOMwebClient(url=config.url, session=session)
+        self._timeout = config.timeout_s
+
+    def call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        import requests
+
+        try:
+            return getattr(self._client, method)(*args, **kwargs)
+        except requests.HTTPError as exc:
+            status = getattr(exc.response, "status_code", None)
+            hint = {
+                401: "check ISLET_PACS_USER / ISLET_PACS_PASSWORD",
+                403: "the account may not do this",
+                404: "check the URL (DICOMweb root) and the UIDs",
+            }.get(status)
+            raise PacsError(
+                self.config.scrub(f"{what} failed: HTTP {status}"),
+                path=self.config.url,
+                hint=hint,
+            ) from None
+        except (requests.RequestException, OSError) as exc:
+            raise PacsError(
+                self.config.scrub(f"{what} failed: {type(exc).__name__}"),
+                path=self.config.url,
+                hint="is the server running and the URL right?",
+            ) from None
+
+
+def connect(config: PacsConfig | None = None) -> _Client:
+    """A client for ``config`` (default :func:`load_pacs_config`)."""
+    return _Client(config or load_pacs_config())
+
+
+def _as_client(pacs: PacsConfig | _Client | None) -> _Client:
+    return pacs if isinstance(pacs, _Client) else connect(pacs)
+
+
+def _value(item: dict, tag: str) -> Any:
+    values = item.get(tag, {}).get("Value")
+    if not values:
+        return None
+    first = values[0]
+    if isinstance(first, dict) and "Alphabetic" in first:
+        return first["Alphabetic"]
+    return first if len(values) == 1 else list(values)
+
+
+def _date_range(date_from: dt.date | str | None, date_to: dt.date | str | None) -> str | None:
+    def fmt(d: dt.date | str | None) -> str:
+        if d is None:
+            return ""
+        if isinstance(d, dt.date):
+            return d.strftime("%Y%m%d")
+        text = str(d).replace("-", "")
+        if len(text) != 8 or not text.isdigit():
+            raise PacsError("dates are YYYY-MM-DD or YYYYMMDD", tag="date", value=d)
+        return text
+
+    if date_from is None and date_to is None:
+        return None
+    return f"{fmt(date_from)}-{fmt(date_to)}"
+
+
+def search_studies(
+    pacs: PacsConfig | _Client | None = None,
+    *,
+    patient_id: str | None = None,
+    date_from: dt.date | str | None = None,
+    date_to: dt.date | str | None = None,
+    modality: str | None = None,
+) -> list[dict[str, Any]]:
+    """QIDO-RS study search. Returns dicts: study_uid, patient_id, date, time, modalities,
+    description, n_series (no patient name or birth date)."""
+    client = _as_client(pacs)
+    filters: dict[str, Any] = {}
+    if patient_id:
+        filters["PatientID"] = patient_id
+    dates = _date_range(date_from, date_to)
+    if dates:
+        filters["StudyDate"] = dates
+    if modality:
+        filters["ModalitiesInStudy"] = modality
+    found = client.call(
+        "study search",
+        "search_for_studies",
+        search_filters=filters,
+        fields=["ModalitiesInStudy", "StudyDescription", "NumberOfStudyRelatedSeries"],
+    )
+    studies = []
+    for item in found:
+        modalities = _value(item, "00080061")
+        studies.append(
+            {
+                "study_uid": _value(item, "0020000D"),
+                "patient_id": _value(item, "00100020"),
+                "date": _value(item, "00080020"),
+                "time": _value(item, "00080030"),
+                "modalities": [modalities] if isinstance(modalities, str) else modalities or [],
+                "description": _value(item, "00081030"),
+                "n_series": _value(item, "00201206"),
+            }
+        )
+    if modality:  # servers differ on ModalitiesInStudy matching: check it here
+        studies = [s for s in studies if not s["modalities"] or modality in s["modalities"]]
+    return sorted(studies, key=lambda s: (str(s["date"]), str(s["study_uid"])))
+
+
+def search_series(
+    pacs: PacsConfig | _Client | None = None,
+    *,
+    study_uid: str,
+    modality: str | None = None,
+) -> list[dict[str, Any]]:
+    """QIDO-RS series search in one study: series_uid, modality, number, description,
+    n_instances."""
+    client = _as_client(pacs)
+    filters = {"Modality": modality} if modality else {}
+    found = client.call(
+        "series search",
+        "search_for_series",
+        study_instance_uid=study_uid,
+        search_filters=filters,
+        fields=["SeriesDescription", "NumberOfSeriesRelatedInstances"],
+    )
+    series = [
+        {
+            "study_uid": study_uid,
+            "series_uid": _value(item, "0020000E"),
+            "modality": _value(item, "00080060"),
+            "number": _value(item, "00200011"),
+            "description": _value(item, "0008103E"),
+            "n_instances": _value(item, "00201209"),
+        }
+        for item in found
+    ]
+    if modality:
+        series = [s for s in series if s["modality"] == modality]
+    return sorted(series, key=lambda s: (s["number"] is None, s["number"] or 0, s["series_uid"]))
+
+
+def pull_series(
+    pacs: PacsConfig | _Client | None = None,
+    *,
+    study_uid: str,
+    series_uid: str,
+    out_dir: str | os.PathLike,
+) -> list[Path]:
+    """WADO-RS retrieve one series into ``out_dir/<series UID>/<SOP UID>.dcm`` (atomic writes).
+
+    Instances already present (same file name) are kept, so an interrupted pull resumes.
+    """
+    client = _as_client(pacs)
+    folder = Path(out_dir) / series_uid
+    datasets = client.call(
+        "series retrieve",
+        "retrieve_series",
+        study_instance_uid=study_uid,
+        series_instance_uid=series_uid,
+    )
+    if not datasets:
+        raise PacsError(
+            "the series has no instances on the server", tag="SeriesInstanceUID", value=series_uid
+        )
+    paths = []
+    for ds in datasets:
+        target = folder / f"{ds.SOPInstanceUID}.dcm"
+        if not target.exists():
+            with atomic_path(target) as tmp:
+                ds.save_as(tmp, enforce_file_format=True)
+        paths.append(target)
+    return sorted(paths)
+
+
+def pull_study(
+    pacs: PacsConfig | _Client | None = None,
+    *,
+    study_uid: str,
+    out_dir: str | os.PathLike,
+    modalities: Sequence[str] | None = None,
+) -> dict[str, list[Path]]:
+    """Pull every series of a study (optionally only some modalities): series UID -> files."""
+    client = _as_client(pacs)
+    result = {}
+    for series in search_series(client, study_uid=study_uid):
+        if modalities and series["modality"] not in modalities:
+            continue
+        result[series["series_uid"]] = pull_series(
+            client, study_uid=study_uid, series_uid=series["series_uid"], out_dir=out_dir
+        )
+    return result
+
+
+def push(
+    pacs: PacsConfig | _Client | None,
+    files: Iterable[str | os.PathLike | pydicom.Dataset],
+) -> int:
+    """STOW-RS store DICOM files (e.g. SEG and SR); returns the number of instances stored."""
+    client = _as_client(pacs)
+    datasets = []
+    for item in files:
+        if isinstance(item, pydicom.Dataset):
+            datasets.append(item)
+            continue
+        try:
+            datasets.append(pydicom.dcmread(item))
+        except (OSError, pydicom.errors.InvalidDicomError) as exc:
+            raise PacsError(f"cannot read DICOM file to push: {exc}", path=item) from None
+    if not datasets:
+        raise PacsError("nothing to push", tag="files")
+    by_study: dict[str, list[pydicom.Dataset]] = {}
+    for ds in datasets:
+        by_study.setdefault(str(ds.StudyInstanceUID), []).append(ds)
+    stored = 0
+    for study_uid, group in by_study.items():
+        response = client.call(
+            "store", "store_instances", datasets=group, study_instance_uid=study_uid
+        )
+        failed = response.get("FailedSOPSequence") if response is not None else None
+        if failed:
+            raise PacsError(
+                "the server refused some instances",
+                tag="FailedSOPSequence",
+                value=[str(item.ReferencedSOPInstanceUID) for item in failed],
+            )
+        stored += len(group)
+    return stored
+
+
+def _no_bulk_data(*_args: Any) -> bytes:
+    return b""
+
+
+def find_derived(
+    pacs: PacsConfig | _Client | None = None,
+    *,
+    study_uid: str,
+    referenced_series_uid: str | None = None,
+    modalities: Sequence[str] = ("SEG", "SR"),
+) -> list[dict[str, Any]]:
+    """Find SEG / SR series of a study (QIDO), with the series their instances reference.
+
+    Each result is a series dict (see :func:`search_series`) plus ``referenced_series``: the
+    SeriesInstanceUIDs listed in the instances' ReferencedSeriesSequence /
+    CurrentRequestedProcedureEvidenceSequence (read with WADO-RS metadata). With
+    ``referenced_series_uid`` only series referencing it are returned.
+    """
+    client = _as_client(pacs)
+    results = []
+    for modality in modalities:
+        for series in search_series(client, study_uid=study_uid, modality=modality):
+            metadata = client.call(
+                "metadata retrieve",
+                "retrieve_series_metadata",
+                study_instance_uid=study_uid,
+                series_instance_uid=series["series_uid"],
+            )
+            referenced = set()
+            for item in metadata:
+                ds = pydicom.Dataset.from_json(item, bulk_data_uri_handler=_no_bulk_data)
+                for ref in ds.get("ReferencedSeriesSequence", []):
+                    referenced.add(str(ref.SeriesInstanceUID))
+                for study in ds.get("CurrentRequestedProcedureEvidenceSequence", []):
+                    for ref in study.get("ReferencedSeriesSequence", []):
+                        referenced.add(str(ref.SeriesInstanceUID))
+            if referenced_series_uid and referenced_series_uid not in referenced:
+                continue
+            results.append({**series, "referenced_series": sorted(referenced)})
+    return results

@@ -1,0 +1,1 @@
+"""Reports of a study workspace: HTML pages (jinja2 templates), matplotlib figures, exports."""

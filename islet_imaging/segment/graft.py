@@ -1,0 +1,615 @@
+"""Graft delineation on MR and PET, PET-guided MR delineation and deposit separation.
+
+Every function returns a mask :class:`~islet_imaging.volume.Volume` on the grid of the image
+it was computed from, with ``meta``: ``kind='mask'``, ``method``, ``parameters`` (JSON-able
+dict), ``source_series_uid`` (and ``guide_series_uid`` for PET-guided MR). Seeds are LPS points
+in mm; sizes are in mm and mm³, never voxels.
+
+MR methods (:class:`MRMethod`)
+    ``reference``: voxels brighter than mean + k·SD of a reference-muscle ROI (darker than
+    mean − k·SD with ``polarity='dark'``, for iron-labelled islets) are the cores; each core's
+    boundary is then placed at ``boundary_fraction`` (default half) of the way from the muscle
+    mean to the core's median intensity (hysteresis), which is unbiased for partial-volume edges.
+    ``otsu`` / ``multi_otsu``: Otsu threshold(s) computed inside the muscle compartment; the
+    brightest (or darkest) class is the graft. ``region_growing``: from each seed, the connected
+    voxels beyond the level half-way between reference muscle and the seed neighbourhood.
+PET methods (:class:`PETMethod`)
+    ``percent_max``: per hot spot, voxels ≥ fraction × SUVmax (41 % default, 50 % common)
+    connected to the maximum. ``background_corrected``: threshold B + fraction·(SUVmax − B),
+    B = median SUV in a shell 5–15 mm around the 50 % region (fraction 0.5: the 50 %
+    isocontour with local background correction). ``absolute``: SUV ≥ threshold.
+    ``region_growing``: voxels connected to each seed with SUV ≥ threshold (default
+    fraction × SUV at the seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.filters import threshold_multiotsu, threshold_otsu
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
+
+from islet_imaging.errors import SegmentationError
+from islet_imaging.segment._common import (
+    StrEnum,
+    as_enum,
+    check_same_grid,
+    mask_volume,
+    resample_mask_like,
+)
+from islet_imaging.segment.cleanup import (
+    ball_footprint,
+    label_components,
+    remove_small_objects,
+    seeds_to_indices,
+)
+from islet_imaging.segment.muscle import muscle_mask, reference_muscle_roi
+from islet_imaging.volume import Volume
+
+__all__ = [
+    "MRMethod",
+    "PETMethod",
+    "Polarity",
+    "segment_graft_mr",
+    "segment_graft_mr_pet_guided",
+    "segment_graft_pet",
+    "split_deposits",
+]
+
+
+LEVEL_PCT = 90
+
+
+class MRMethod(StrEnum):
+    """MR graft delineation methods (also accepted as strings)."""
+
+    REFERENCE = "reference"
+    OTSU = "otsu"
+    MULTI_OTSU = "multi_otsu"
+    REGION_GROWING = "region_growing"
+
+
+class PETMethod(StrEnum):
+    """PET graft delineation methods (also accepted as strings)."""
+
+    PERCENT_MAX = "percent_max"
+    BACKGROUND_CORRECTED = "background_corrected"
+    ABSOLUTE = "absolute"
+    REGION_GROWING = "region_growing"
+
+
+class Polarity(StrEnum):
+    """Whether the graft is brighter (T2, contrast) or darker (iron-labelled, T2*) than muscle."""
+
+    BRIGHT = "bright"
+    DARK = "dark"
+
+
+def _crop(slices: tuple[slice, ...], shape: Sequence[int], margin: Sequence[int]):
+    return tuple(
+        slice(max(0, s.start - m), min(n, s.stop + m))
+        for s, n, m in zip(slices, shape, margin, strict=True)
+    )
+
+
+def _margin(spacing: Sequence[float], mm: float) -> list[int]:
+    return [int(np.ceil(mm / s)) + 1 for s in spacing]
+
+
+def _region(image: Volume, region: Volume | None, name: str = "region") -> np.ndarray:
+    if region is None:
+        return np.ones(image.shape, bool)
+    region = resample_mask_like(region, image)
+    return region.array.astype(bool)
+
+
+def _grow(
+    signal: np.ndarray, allowed: np.ndarray, low: float, marker: np.ndarray, crop: tuple
+) -> np.ndarray:
+    """Components of ``signal >= low`` inside ``allowed`` and ``crop`` touching ``marker``."""
+    candidate = (signal[crop] >= low) & allowed[crop]
+    labels, _ = label_components(candidate)
+    hit = np.unique(labels[marker[crop] & candidate])
+    out = np.zeros(signal.shape, bool)
+    out[crop] = np.isin(labels, hit[hit > 0])
+    return out
+
+
+# ----------------------------------------------------------------------------------------- MR
+def segment_graft_mr(
+    mr: Volume,
+    *,
+    method: MRMethod | str = MRMethod.REFERENCE,
+    k: float = 3.0,
+    polarity: Polarity | str = Polarity.BRIGHT,
+    reference: Volume | None = None,
+    region: Volume | None = None,
+    seeds_mm: Sequence[Sequence[float]] | None = None,
+    classes: int = 3,
+    boundary_fraction: float | None = 0.5,
+    threshold: float | None = None,
+    min_volume_mm3: float = 10.0,
+    _marker: np.ndarray | None = None,
+) -> Volume:
+    """Delineate the graft on an MR image.
+
+    Parameters
+    ----------
+    mr : Volume
+        MR image (T2, T1 post-contrast or T2* for ``polarity='dark'``).
+    method : MRMethod or str
+        ``'reference'`` (default), ``'otsu'``, ``'multi_otsu'`` or ``'region_growing'``.
+    k : float
+        Detection threshold in reference-muscle SDs (``reference`` method).
+    polarity : Polarity or str
+        ``'bright'`` (default) or ``'dark'`` (iron-labelled islets, hypointense).
+    reference : Volume, optional
+        Reference-muscle ROI mask on the MR grid (default: :func:`reference_muscle_roi`).
+    region : Volume, optional
+        Search region mask (default: the muscle compartment from :func:`muscle_mask`).
+    seeds_mm : (n, 3) array_like, optional
+        LPS seed points in mm. Required for ``region_growing``; for the other methods only
+        the components containing a seed are kept.
+    classes : int
+        Number of classes of ``multi_otsu``.
+    boundary_fraction : float or None
+        Where the edge of each object is placed between the muscle mean (0) and the object's
+        median intensity (1); None keeps the detection threshold as the edge.
+    threshold : float, optional
+        Explicit lower intensity bound (upper for ``dark``) for ``region_growing``.
+    min_volume_mm3 : float
+        Objects smaller than this (mm³) are dropped.
+
+    Returns
+    -------
+    Volume
+        Boolean mask on the MR grid with provenance meta.
+
+    Raises
+    ------
+    SegmentationError
+        Unknown method, missing seeds, mask grids that do not match, or nothing found.
+    """
+    method = as_enum(MRMethod, method, "method")
+    polarity = as_enum(Polarity, polarity, "polarity")
+    sign = 1.0 if polarity is Polarity.BRIGHT else -1.0
+    signal = sign * np.asarray(mr.array, dtype=np.float32)
+    if region is None:
+        region = muscle_mask(mr)
+    else:
+        check_same_grid(mr, region, "region")
+    allowed = region.array.astype(bool)
+    seeds = None if seeds_mm is None else seeds_to_indices(mr, seeds_mm)
+    params: dict[str, Any] = {
+        "polarity": polarity.value,
+        "min_volume_mm3": min_volume_mm3,
+        "seeds_mm": None if seeds_mm is None else np.asarray(seeds_mm, float).tolist(),
+    }
+    ref_stats = None
+    if method in (MRMethod.REFERENCE, MRMethod.REGION_GROWING):
+        if reference is None:
+            reference = reference_muscle_roi(mr)
+        check_same_grid(mr, reference, "reference")
+        ref_values = signal[reference.array.astype(bool)]
+        if ref_values.size < 2:
+            raise SegmentationError("reference ROI is empty", tag="reference", value=0)
+        ref_stats = (float(ref_values.mean()), float(ref_values.std()))
+        params["reference_mean"] = sign * ref_stats[0]
+        params["reference_sd"] = ref_stats[1]
+        params["reference_method"] = reference.meta.get("method")
+        params["boundary_fraction"] = boundary_fraction
+
+    if method is MRMethod.REFERENCE:
+        mean, sd = ref_stats
+        high = mean + k * sd
+        params["k"] = k
+        params["threshold"] = sign * high
+        mask = _hysteresis(mr, signal, allowed, high, mean, sd, boundary_fraction, min_volume_mm3)
+    elif method is MRMethod.OTSU:
+        t = float(threshold_otsu(signal[allowed]))
+        params["threshold"] = sign * t
+        mask = (signal > t) & allowed
+    elif method is MRMethod.MULTI_OTSU:
+        ts = threshold_multiotsu(signal[allowed], classes=classes)
+        params.update(classes=classes, threshold=sign * float(ts[-1]))
+        mask = (signal > ts[-1]) & allowed
+    else:
+        if seeds is None:
+            raise SegmentationError(
+                "region growing needs seed points",
+                tag="seeds_mm",
+                value=None,
+                hint="give one or more LPS points in mm inside the graft",
+            )
+        mean, sd = ref_stats
+        mask = np.zeros(mr.shape, bool)
+        lows = []
+        ball = ball_footprint(mr.spacing, 1.5)
+        for seed in seeds:
+            if threshold is not None:
+                low = sign * threshold
+            else:
+                near = np.zeros(mr.shape, bool)
+                near[tuple(seed)] = True
+                near = ndi.binary_dilation(near, structure=ball)
+                level = float(np.median(signal[near]))
+                low = mean + (0.5 if boundary_fraction is None else boundary_fraction) * (
+                    level - mean
+                )
+            lows.append(sign * low)
+            marker = np.zeros(mr.shape, bool)
+            marker[tuple(seed)] = True
+            everything = tuple(slice(0, n) for n in mr.shape)
+            mask |= _grow(signal, allowed | marker, low, marker, everything)
+        params["threshold"] = lows
+    if seeds is not None and method is not MRMethod.REGION_GROWING:
+        marker = np.zeros(mr.shape, bool)
+        marker[tuple(seeds.T)] = True
+        mask = _keep_hit(mask, marker)
+    if _marker is not None:
+        mask = _keep_hit(mask, _marker)
+    mask = ndi.binary_fill_holes(mask)
+    result = mask_volume(mr, mask, method=f"mr_{method.value}", parameters=params)
+    return remove_small_objects(result, min_volume_mm3=min_volume_mm3)
+
+
+def _keep_hit(mask: np.ndarray, marker: np.ndarray) -> np.ndarray:
+    labels, _ = label_components(mask)
+    hit = np.unique(labels[marker & mask])
+    return np.isin(labels, hit[hit > 0])
+
+
+def _hysteresis(
+    mr: Volume,
+    signal: np.ndarray,
+    allowed: np.ndarray,
+    high: float,
+    mean: float,
+    sd: float,
+    boundary_fraction: float | None,
+    min_volume_mm3: float,
+) -> np.ndarray:
+    """Cores above ``high``; each core's edge moved to its own half-level (see module doc)."""
+    core = (signal >= high) & allowed
+    if boundary_fraction is None:
+        return core
+    labels, n = label_components(core)
+    if n == 0:
+        return core
+    voxel_mm3 = float(np.prod(mr.spacing))
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    margin = _margin(mr.spacing, 3 * max(mr.spacing))
+    out = np.zeros(mr.shape, bool)
+    for index, slices in enumerate(ndi.find_objects(labels), start=1):
+        if slices is None or counts[index] * voxel_mm3 < min_volume_mm3 / 4:
+            continue
+        crop = _crop(slices, mr.shape, margin)
+        this = labels[crop] == index
+        level = float(np.percentile(signal[crop][this], LEVEL_PCT))
+        low = max(mean + boundary_fraction * (level - mean), mean + 2.0 * sd)
+        marker = np.zeros(mr.shape, bool)
+        marker[crop] = this & (signal[crop] >= low)
+        if not marker[crop].any():
+            continue
+        out |= _grow(signal, allowed, low, marker, crop)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- PET
+def _local_max(suv: np.ndarray, index: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
+    ball = ball_footprint(spacing, radius_mm)
+    half = np.array(ball.shape) // 2
+    lo = np.maximum(index - half, 0)
+    hi = np.minimum(index + half + 1, suv.shape)
+    sub = suv[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    bsub = ball[
+        tuple(slice(lo[a] - (index[a] - half[a]), hi[a] - (index[a] - half[a])) for a in range(3))
+    ]
+    flat = np.where(bsub, sub, -np.inf)
+    return lo + np.array(np.unravel_index(int(np.argmax(flat)), sub.shape))
+
+
+def _hot_spots(
+    suv: Volume,
+    values: np.ndarray,
+    allowed: np.ndarray,
+    seeds: np.ndarray | None,
+    min_peak_suv: float | None,
+    search_radius_mm: float,
+) -> list[np.ndarray]:
+    if seeds is not None:
+        return [_local_max(values, s, suv.spacing, search_radius_mm) for s in seeds]
+    masked = np.where(allowed, values, -np.inf)
+    if min_peak_suv is None:
+        return [np.array(np.unravel_index(int(np.argmax(masked)), values.shape))]
+    peaks = (masked == ndi.maximum_filter(masked, size=3)) & (masked >= min_peak_suv)
+    found = np.argwhere(peaks)
+    order = np.argsort(-values[tuple(found.T)], kind="stable")
+    return [found[i] for i in order]
+
+
+def segment_graft_pet(
+    suv: Volume,
+    *,
+    method: PETMethod | str = PETMethod.PERCENT_MAX,
+    fraction: float | None = None,
+    threshold: float | None = None,
+    seeds_mm: Sequence[Sequence[float]] | None = None,
+    region: Volume | None = None,
+    min_peak_suv: float | None = None,
+    search_radius_mm: float = 10.0,
+    background_shell_mm: tuple[float, float] = (5.0, 15.0),
+    min_volume_mm3: float = 0.0,
+) -> Volume:
+    """Delineate the graft (hot spots) on a PET SUV image.
+
+    Parameters
+    ----------
+    suv : Volume
+        PET image in SUV (or Bq/mL: thresholds are then in those units).
+    method : PETMethod or str
+        ``'percent_max'`` (default), ``'background_corrected'``, ``'absolute'`` or
+        ``'region_growing'`` (see the module docstring).
+    fraction : float, optional
+        Fraction of SUVmax (default 0.41 for ``percent_max``, 0.5 otherwise).
+    threshold : float, optional
+        SUV threshold for ``absolute`` (required) and ``region_growing``.
+    seeds_mm : (n, 3) array_like, optional
+        LPS seeds (mm). With seeds, each hot spot is the maximum within ``search_radius_mm`` of
+        a seed. Without seeds, the brightest voxel of ``region`` is the one hot spot, or, with
+        ``min_peak_suv``, every local maximum ≥ ``min_peak_suv``.
+    region : Volume, optional
+        Search region mask, any grid (resampled nearest-neighbour onto the PET grid).
+    background_shell_mm : (float, float)
+        Inner and outer distance (mm) of the background shell (``background_corrected``).
+    min_volume_mm3 : float
+        Objects smaller than this (mm³) are dropped.
+
+    Returns
+    -------
+    Volume
+        Boolean mask on the PET grid with provenance meta.
+    """
+    method = as_enum(PETMethod, method, "method")
+    values = np.asarray(suv.array, dtype=np.float32)
+    allowed = _region(suv, region)
+    seeds = None if seeds_mm is None else seeds_to_indices(suv, seeds_mm)
+    if fraction is None:
+        fraction = 0.41 if method is PETMethod.PERCENT_MAX else 0.5
+    if not 0 < fraction < 1:
+        raise SegmentationError("must be between 0 and 1", tag="fraction", value=fraction)
+    params: dict[str, Any] = {
+        "fraction": fraction,
+        "seeds_mm": None if seeds_mm is None else np.asarray(seeds_mm, float).tolist(),
+        "min_volume_mm3": min_volume_mm3,
+    }
+    everything = tuple(slice(0, n) for n in suv.shape)
+    if method is PETMethod.ABSOLUTE:
+        if threshold is None:
+            raise SegmentationError(
+                "the absolute method needs a threshold",
+                tag="threshold",
+                value=None,
+                hint="give the SUV threshold, e.g. threshold=2.5",
+            )
+        params = {"threshold": threshold, "min_volume_mm3": min_volume_mm3}
+        mask = (values >= threshold) & allowed
+        if seeds is not None:
+            marker = np.zeros(suv.shape, bool)
+            marker[tuple(seeds.T)] = True
+            mask = _keep_hit(mask, marker)
+    elif method is PETMethod.REGION_GROWING:
+        if seeds is None:
+            raise SegmentationError(
+                "region growing needs seed points",
+                tag="seeds_mm",
+                value=None,
+                hint="give one or more LPS points in mm inside the hot spot",
+            )
+        mask = np.zeros(suv.shape, bool)
+        used = []
+        for seed in seeds:
+            low = threshold if threshold is not None else fraction * float(values[tuple(seed)])
+            used.append(low)
+            marker = np.zeros(suv.shape, bool)
+            marker[tuple(seed)] = True
+            mask |= _grow(values, allowed | marker, low, marker, everything)
+        params["threshold"] = used
+    else:
+        spots = _hot_spots(suv, values, allowed, seeds, min_peak_suv, search_radius_mm)
+        mask = np.zeros(suv.shape, bool)
+        used = []
+        for spot in spots:
+            if mask[tuple(spot)]:
+                continue
+            peak = float(values[tuple(spot)])
+            marker = np.zeros(suv.shape, bool)
+            marker[tuple(spot)] = True
+            if method is PETMethod.PERCENT_MAX:
+                low = fraction * peak
+            else:
+                background = _shell_background(
+                    suv, values, allowed, marker, 0.5 * peak, background_shell_mm
+                )
+                low = background + fraction * (peak - background)
+            used.append({"peak": peak, "threshold": low})
+            mask |= _grow(values, allowed | marker, low, marker, everything)
+        params["hot_spots"] = used
+        params["min_peak_suv"] = min_peak_suv
+        if method is PETMethod.BACKGROUND_CORRECTED:
+            params["background_shell_mm"] = list(background_shell_mm)
+    result = mask_volume(suv, mask, method=f"pet_{method.value}", parameters=params)
+    return remove_small_objects(result, min_volume_mm3=min_volume_mm3)
+
+
+def _shell_background(
+    suv: Volume,
+    values: np.ndarray,
+    allowed: np.ndarray,
+    marker: np.ndarray,
+    level: float,
+    shell_mm: tuple[float, float],
+) -> float:
+    """Median SUV in a shell ``shell_mm`` around the ``level`` region grown from ``marker``."""
+    inner, outer = shell_mm
+    everything = tuple(slice(0, n) for n in suv.shape)
+    core = _grow(values, allowed | marker, level, marker, everything)
+    slices = ndi.find_objects(core.astype(np.uint8))[0]
+    crop = _crop(slices, suv.shape, _margin(suv.spacing, outer))
+    distance = ndi.distance_transform_edt(~core[crop], sampling=suv.spacing)
+    shell = (distance > inner) & (distance <= outer) & allowed[crop]
+    if not shell.any():
+        raise SegmentationError(
+            "no background voxel around the hot spot", tag="background_shell_mm", value=shell_mm
+        )
+    return float(np.median(values[crop][shell]))
+
+
+# --------------------------------------------------------------------------------- PET-guided
+def segment_graft_mr_pet_guided(
+    mr: Volume,
+    suv: Volume,
+    *,
+    pet_method: PETMethod | str = PETMethod.PERCENT_MAX,
+    fraction: float | None = 0.5,
+    min_peak_suv: float | None = None,
+    pet_seeds_mm: Sequence[Sequence[float]] | None = None,
+    margin_mm: float = 5.0,
+    k: float = 3.0,
+    polarity: Polarity | str = Polarity.BRIGHT,
+    reference: Volume | None = None,
+    region: Volume | None = None,
+    min_volume_mm3: float = 10.0,
+) -> Volume:
+    """MR graft delineation seeded by PET hot spots, measured on the MR grid.
+
+    The PET hot spots (:func:`segment_graft_pet`) are resampled onto the MR grid
+    (nearest-neighbour) and dilated by ``margin_mm`` to absorb registration and resolution
+    errors; the MR ``reference`` delineation is then kept only where it touches them. ``suv``
+    must already be registered to ``mr`` (same frame of reference, see
+    :func:`islet_imaging.register.register_pet_to_mr`).
+
+    Returns
+    -------
+    Volume
+        Boolean mask on the MR grid; ``meta['guide_series_uid']`` is the PET series.
+    """
+    pet_mask = segment_graft_pet(
+        suv,
+        method=pet_method,
+        fraction=fraction,
+        min_peak_suv=min_peak_suv,
+        seeds_mm=pet_seeds_mm,
+    )
+    zone = resample_mask_like(pet_mask, mr).array.astype(bool)
+    if margin_mm > 0 and zone.any():
+        zone = ndi.binary_dilation(zone, structure=ball_footprint(mr.spacing, margin_mm))
+    if not zone.any():
+        raise SegmentationError(
+            "the PET hot spots do not overlap the MR field of view",
+            tag="suv",
+            value=suv.meta.get("series_uid"),
+            hint="register the PET to the MR first",
+        )
+    mask = segment_graft_mr(
+        mr,
+        method=MRMethod.REFERENCE,
+        k=k,
+        polarity=polarity,
+        reference=reference,
+        region=region,
+        min_volume_mm3=min_volume_mm3,
+        _marker=zone,
+    )
+    params = {
+        **dict(mask.meta["parameters"]),
+        "pet_method": pet_mask.meta["method"],
+        "pet_parameters": pet_mask.meta["parameters"],
+        "margin_mm": margin_mm,
+    }
+    return mask.with_meta(
+        method="mr_pet_guided", parameters=params, guide_series_uid=suv.meta.get("series_uid")
+    )
+
+
+# ----------------------------------------------------------------------------------- deposits
+def split_deposits(
+    mask: Volume,
+    *,
+    min_volume_mm3: float = 10.0,
+    separate_touching: bool = True,
+    split_depth_mm: float | None = None,
+) -> Volume:
+    """Label the deposits of a graft mask.
+
+    Deposits are the 26-connected components. With ``separate_touching``, a component whose
+    distance map (mm, computed with the physical voxel spacing) has several maxima standing
+    more than ``split_depth_mm`` above the saddle between them is cut along the watershed of
+    the distance map (touching spheres become two deposits; a single ellipsoid stays one).
+    Deposits below ``min_volume_mm3`` are dropped. Labels are 1..n by decreasing volume.
+
+    Parameters
+    ----------
+    mask : Volume
+        Boolean (or label) graft mask.
+    min_volume_mm3 : float
+        Smallest deposit kept, in mm³.
+    separate_touching : bool
+        Split touching deposits by watershed (default True).
+    split_depth_mm : float, optional
+        Minimum depth (mm) of a distance-map maximum to seed its own deposit; default: the
+        largest voxel dimension (robust to staircase artefacts of thick slices).
+
+    Returns
+    -------
+    Volume
+        int32 label map, ``meta['kind'] = 'mask'``, ``meta['method'] = 'deposits_watershed'``
+        or ``'deposits_components'``, ``meta['parameters']``.
+    """
+    binary = mask.array.astype(bool)
+    labels, n = label_components(binary)
+    depth = float(max(mask.spacing)) if split_depth_mm is None else float(split_depth_mm)
+    if separate_touching and n:
+        out = np.zeros(mask.shape, np.int32)
+        next_label = 1
+        for index, slices in enumerate(ndi.find_objects(labels), start=1):
+            crop = _crop(slices, mask.shape, [1, 1, 1])
+            this = labels[crop] == index
+            distance = ndi.distance_transform_edt(this, sampling=mask.spacing)
+            markers, count = ndi.label(h_maxima(distance, depth), structure=np.ones((3, 3, 3)))
+            one = this.astype(np.int32)
+            parts = watershed(-distance, markers, mask=this) if count > 1 else one
+            region = out[crop]
+            region[parts > 0] = parts[parts > 0] + next_label - 1
+            next_label += max(int(parts.max()), 1)
+        labels = out
+    voxel_mm3 = float(np.prod(mask.spacing))
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    order = [
+        lab
+        for lab in np.argsort(-counts, kind="stable")
+        if counts[lab] * voxel_mm3 >= max(min_volume_mm3, 1e-12)
+    ]
+    lut = np.zeros(counts.size, np.int32)
+    lut[order] = np.arange(1, len(order) + 1, dtype=np.int32)
+    params = {
+        "min_volume_mm3": min_volume_mm3,
+        "separate_touching": separate_touching,
+        "split_depth_mm": depth,
+        "connectivity": 26,
+    }
+    method = "deposits_watershed" if separate_touching else "deposits_components"
+    meta = {
+        **{k: v for k, v in mask.meta.items() if k not in ("method", "parameters")},
+        "kind": "mask",
+        "method": method,
+        "parameters": params,
+        "graft_method": mask.meta.get("method"),
+        "graft_parameters": mask.meta.get("parameters"),
+    }
+    return Volume(lut[labels], mask.spacing, mask.origin, mask.direction, meta)

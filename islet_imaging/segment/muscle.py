@@ -1,0 +1,274 @@
+"""Forearm body mask, bone exclusion, muscle compartment and the reference-muscle ROI on MR.
+
+The forearm on T1/T2 MR has three tissue classes inside the skin: fat (subcutaneous fat and the
+marrow of radius and ulna, bright), muscle (intermediate) and cortical bone/tendon (dark). The
+functions here separate them with Otsu thresholds computed inside the body, so they need no
+absolute intensity and work on any scanner scaling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.filters import threshold_multiotsu
+
+from islet_imaging.errors import SegmentationError
+from islet_imaging.segment._common import check_same_grid, mask_volume
+from islet_imaging.segment.cleanup import (
+    ball_footprint,
+    keep_largest,
+    label_components,
+    seeds_to_indices,
+)
+from islet_imaging.volume import Volume
+
+__all__ = ["body_mask", "bone_mask", "muscle_mask", "reference_muscle_roi"]
+
+
+def _fill_holes_2d(mask: np.ndarray) -> np.ndarray:
+    """Fill holes slice by slice along each of the three axes (open-ended limbs stay filled)."""
+    out = ndi.binary_fill_holes(mask)
+    for axis in range(3):
+        moved = np.moveaxis(out, axis, 0)
+        filled = np.stack([ndi.binary_fill_holes(s) for s in moved])
+        out = out | np.moveaxis(filled, 0, axis)
+    return out
+
+
+def body_mask(mr: Volume) -> Volume:
+    """Mask of the forearm (everything inside the skin) on an MR image.
+
+    The lower of two 3-class Otsu thresholds separates air from tissue (a 2-class Otsu would
+    often split muscle from fat instead). Outside air is the set of non-tissue components that
+    touch the array border and hold at least 20 % of the largest one; everything else (dark
+    cortex, vessels, pockets cut by the field of view) is body. The largest component is kept.
+
+    Parameters
+    ----------
+    mr : Volume
+        MR image, any orientation.
+
+    Returns
+    -------
+    Volume
+        Boolean mask, ``meta['method'] = 'body_otsu'``.
+    """
+    array = np.asarray(mr.array, dtype=np.float32)
+    if not np.isfinite(array).all() or array.max() <= array.min():
+        raise SegmentationError(
+            "image is constant or not finite", tag="mr", value=mr.meta.get("series_uid")
+        )
+    tissue = array > threshold_multiotsu(array, classes=3)[0]
+    labels, n = label_components(~tissue)
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    counts[0] = 0
+    border = np.zeros(n + 1, bool)
+    for axis in range(3):
+        for end in (0, -1):
+            border[np.unique(np.take(labels, end, axis=axis))] = True
+    outside = border & (counts >= 0.2 * counts.max(initial=0))
+    outside[0] = False
+    body = keep_largest(mr.with_array(~outside[labels])).array
+    return mask_volume(mr, body, method="body_otsu", parameters={})
+
+
+def _classes(mr: Volume, body: np.ndarray) -> np.ndarray:
+    """Three-class Otsu inside the body: 0 = dark (cortex, tendon), 1 = muscle, 2 = bright (fat)."""
+    values = mr.array[body]
+    thresholds = threshold_multiotsu(values.astype(np.float32), classes=3)
+    return np.digitize(mr.array, thresholds).astype(np.uint8)
+
+
+def bone_mask(mr: Volume, *, body: Volume | None = None, cortex_mm: float = 3.0) -> Volume:
+    """Radius and ulna (marrow and the dark cortex around it) on MR, in any orientation.
+
+    Marrow is a bright (fat-class) component inside the body that does not run along the skin
+    (less than 10 % of it within 3 mm of the body surface) and
+    whose outer shell is mostly dark (cortex); bright components surrounded by muscle (grafts,
+    oedema) are therefore not bone, and subcutaneous fat, which reaches the skin, is not either.
+    The cortex is the dark class within ``cortex_mm`` of the marrow.
+
+    Parameters
+    ----------
+    mr : Volume
+        MR image.
+    body : Volume, optional
+        Body mask (default: :func:`body_mask`).
+    cortex_mm : float
+        Largest cortex thickness (mm).
+
+    Returns
+    -------
+    Volume
+        Boolean mask, ``meta['method'] = 'bone_marrow_cortex'``.
+    """
+    body_arr = (body if body is not None else body_mask(mr)).array.astype(bool)
+    classes = _classes(mr, body_arr)
+    superficial = ndi.distance_transform_edt(body_arr, sampling=mr.spacing) <= 3.0
+    labels, n = label_components((classes == 2) & body_arr)
+    marrow = np.zeros(mr.shape, bool)
+    for index, slices in enumerate(ndi.find_objects(labels), start=1):
+        if slices is None:
+            continue
+        this = labels[slices] == index
+        if np.mean(superficial[slices][this]) > 0.1:
+            continue  # subcutaneous fat lies along the skin
+        crop = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in slices)
+        this = labels[crop] == index
+        shell = ndi.binary_dilation(this) & ~this
+        if shell.any() and np.mean(classes[crop][shell] == 0) > 0.5:
+            marrow[crop] |= this
+    near = ndi.distance_transform_edt(~marrow, sampling=mr.spacing) <= cortex_mm
+    bone = marrow | (near & (classes == 0) & body_arr)
+    return mask_volume(mr, bone, method="bone_marrow_cortex", parameters={"cortex_mm": cortex_mm})
+
+
+def muscle_mask(
+    mr: Volume,
+    *,
+    body: Volume | None = None,
+    exclude_bone: bool = True,
+    include_enclosed: bool = True,
+    skin_mm: float = 2.0,
+    min_volume_mm3: float = 1000.0,
+) -> Volume:
+    """Muscle compartment of the forearm on MR.
+
+    Muscle is the intermediate Otsu class inside the body eroded by ``skin_mm``, opened by a
+    1 mm ball, with components below ``min_volume_mm3`` dropped and bone removed.
+
+    Parameters
+    ----------
+    mr : Volume
+        T1- or T2-weighted MR image.
+    body : Volume, optional
+        Body mask (default: :func:`body_mask`).
+    exclude_bone : bool
+        Remove :func:`bone_mask` (default True).
+    include_enclosed : bool
+        Add what the muscle encloses (grafts, vessels, oedema): the compartment in which a graft
+        is searched. False gives muscle tissue only (for reference statistics).
+    skin_mm : float
+        Thickness (mm) of the rim removed at the skin surface.
+    min_volume_mm3 : float
+        Smallest muscle component kept (mm³).
+
+    Returns
+    -------
+    Volume
+        Boolean mask, ``meta['method'] = 'muscle_otsu'``.
+    """
+    body_vol = body if body is not None else body_mask(mr)
+    check_same_grid(mr, body_vol, "body")
+    body_arr = body_vol.array.astype(bool)
+    inner = ndi.distance_transform_edt(body_arr, sampling=mr.spacing) > skin_mm
+    muscle = (_classes(mr, body_arr) == 1) & inner
+    muscle = ndi.binary_opening(muscle, structure=ball_footprint(mr.spacing, 1.0))
+    labels, n = label_components(muscle)
+    counts = np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(mr.spacing))
+    keep = counts >= min_volume_mm3
+    keep[0] = False
+    muscle = keep[labels]
+    if include_enclosed:
+        muscle = _fill_holes_2d(muscle) & inner
+    if exclude_bone:
+        muscle &= ~bone_mask(mr, body=body_vol).array
+    params = {
+        "exclude_bone": exclude_bone,
+        "include_enclosed": include_enclosed,
+        "skin_mm": skin_mm,
+        "min_volume_mm3": min_volume_mm3,
+    }
+    return mask_volume(mr, muscle, method="muscle_otsu", parameters=params)
+
+
+def reference_muscle_roi(
+    mr: Volume,
+    *,
+    muscle: Volume | None = None,
+    graft: Volume | None = None,
+    center_mm: Sequence[float] | None = None,
+    radius_mm: float = 5.0,
+    min_distance_mm: float = 10.0,
+) -> Volume:
+    """A spherical ROI of normal muscle, away from the graft, for reference statistics.
+
+    Automatic placement: among muscle voxels at least ``min_distance_mm + radius_mm`` from the
+    graft (and from anything the muscle encloses), the centre is the point deepest inside the
+    muscle (largest distance to its boundary, in mm). By hand: give ``center_mm``.
+
+    Parameters
+    ----------
+    mr : Volume
+        MR image (its grid is used).
+    muscle : Volume, optional
+        Muscle tissue mask (default: ``muscle_mask(mr, include_enclosed=False)``).
+    graft : Volume, optional
+        Graft mask to stay away from. Default: the non-muscle regions enclosed by muscle.
+    center_mm : 3 floats, optional
+        LPS position (mm) of the ROI centre, to place it by hand.
+    radius_mm : float
+        ROI radius in mm (the ROI is the ball intersected with muscle).
+    min_distance_mm : float
+        Minimum distance (mm) between the ROI and the graft.
+
+    Returns
+    -------
+    Volume
+        Boolean mask, ``meta['method']`` = ``'reference_auto'`` or ``'reference_manual'``,
+        ``meta['center_mm']`` the LPS centre.
+    """
+    if radius_mm <= 0:
+        raise SegmentationError("must be > 0 mm", tag="radius_mm", value=radius_mm)
+    if muscle is None:
+        muscle = muscle_mask(mr, include_enclosed=False)
+    check_same_grid(mr, muscle, "muscle")
+    muscle_arr = muscle.array.astype(bool)
+    params = {"radius_mm": radius_mm, "min_distance_mm": min_distance_mm}
+    if center_mm is not None:
+        center = seeds_to_indices(mr, [center_mm])[0]
+        method = "reference_manual"
+        allowed = muscle_arr
+    else:
+        if graft is None:
+            avoid = _fill_holes_2d(muscle_arr) & ~muscle_arr
+        else:
+            check_same_grid(mr, graft, "graft")
+            avoid = graft.array.astype(bool)
+        far = ndi.distance_transform_edt(~avoid, sampling=mr.spacing) if avoid.any() else None
+        depth = ndi.distance_transform_edt(muscle_arr, sampling=mr.spacing)
+        allowed = muscle_arr if far is None else muscle_arr & (far >= min_distance_mm)
+        candidates = (
+            depth if far is None else np.where(far >= min_distance_mm + radius_mm, depth, 0)
+        )
+        if candidates.max(initial=0) <= 0:
+            raise SegmentationError(
+                "no muscle far enough from the graft for a reference ROI",
+                tag="min_distance_mm",
+                value=min_distance_mm,
+                hint="lower min_distance_mm or give center_mm by hand",
+            )
+        center = np.array(np.unravel_index(int(np.argmax(candidates)), mr.shape))
+        method = "reference_auto"
+    ball = ball_footprint(mr.spacing, radius_mm)
+    half = np.array(ball.shape) // 2
+    roi = np.zeros(mr.shape, bool)
+    lo = center - half
+    src = tuple(
+        slice(max(0, -lo[a]), ball.shape[a] - max(0, lo[a] + ball.shape[a] - mr.shape[a]))
+        for a in range(3)
+    )
+    dst = tuple(slice(max(0, lo[a]), min(mr.shape[a], lo[a] + ball.shape[a])) for a in range(3))
+    roi[dst] = ball[src]
+    roi &= allowed
+    if not roi.any():
+        raise SegmentationError(
+            "the reference ROI contains no muscle voxel",
+            tag="center_mm",
+            value=None if center_mm is None else list(center_mm),
+            hint="place the centre inside muscle or enlarge radius_mm",
+        )
+    center_lps = mr.index_to_world(center).round(3).tolist()
+    return mask_volume(mr, roi, method=method, parameters=params, center_mm=center_lps)

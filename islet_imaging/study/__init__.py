@@ -1,0 +1,1 @@
+"""The longitudinal layer: study workspace, one-visit pipeline, cohort batch, change over time."""

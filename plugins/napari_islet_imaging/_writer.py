@@ -1,0 +1,41 @@
+"""napari writers: Labels and Image layers to NIfTI / NRRD with their physical geometry.
+
+Files are written atomically by :func:`islet_imaging.io.files.write_volume`, which refuses to
+replace an existing file: annotations are never silently overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from islet_imaging.io.files import write_volume
+
+from ._layers import layer_to_volume
+
+__all__ = ["write_labels", "write_image", "layer_from_data"]
+
+
+def layer_from_data(data: Any, attributes: dict[str, Any], layer_type: str) -> Any:
+    """Rebuild a napari layer from the ``(data, attributes)`` napari hands to a writer."""
+    from napari.layers import Layer
+
+    attributes = {key: value for key, value in attributes.items() if key != "data"}
+    return Layer.create(data, attributes, layer_type)
+
+
+def _write(path: str, data: Any, attributes: dict[str, Any], layer_type: str) -> list[str]:
+    volume = layer_to_volume(layer_from_data(data, attributes, layer_type))
+    if layer_type == "labels":
+        volume = volume.with_array(volume.array.astype("int32", copy=False), kind="mask")
+    return [os.fspath(write_volume(volume, path))]
+
+
+def write_labels(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
+    """Write a Labels layer as an integer mask on its original grid (``.nii.gz``/``.nrrd``)."""
+    return _write(path, data, attributes, "labels")
+
+
+def write_image(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
+    """Write an Image layer on its original grid (``.nii.gz``/``.nrrd``)."""
+    return _write(path, data, attributes, "image")

@@ -1,0 +1,100 @@
+"""HTML report and exports from a workspace with known results."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import PATIENTS
+
+from islet_imaging.report.html import write_report
+from islet_imaging.study.workspace import Workspace
+
+#: graft volume (mL) and SUVmax per visit of patient P001 (V0, V1, V2) and P002 (V0, V1)
+VOLUMES = [0.80, 0.52, 0.50, 1.20, 1.10]
+SUVMAX = [4.0, 5.3, 4.2, 6.0, 6.1]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, tiny_cohort: Path) -> Workspace:
+    ws = Workspace.init(tmp_path / "ws")
+    ws.import_paths([tiny_cohort], implantation="2024-01-01")
+    for i, visit in enumerate(ws.visits()["visit_id"]):
+        if i == 4:  # the last visit failed
+            ws.fail_run(ws.start_run(visit), "DicomSeriesError: p1v1pet: [0018,1074] missing")
+            continue
+        run = ws.start_run(visit, params={"segmentation": "pet_guided"})
+        preview = ws.root / "runs" / f"r{i}" / "preview.npz"
+        preview.parent.mkdir(parents=True)
+        mask = np.zeros((16, 16), np.uint16)
+        mask[5:10, 6:11] = 1
+        np.savez(preview, mr=np.random.default_rng(i).normal(100, 5, (16, 16)), mask=mask,
+                 pet=mask * 3.0, pixel_spacing=np.array([1.0, 0.8]), slice_index=np.array(2))  # fmt: skip
+        table = pd.DataFrame(
+            {
+                "object": ["graft", "graft", "graft", "deposit"],
+                "label": [None, None, None, 1],
+                "metric": ["volume_ml", "n_deposits", "suv_max", "volume_ml"],
+                "value": [VOLUMES[i], 1, SUVMAX[i], VOLUMES[i]],
+                "unit": ["mL", "", "SUVbw", "mL"],
+                "method": ["mr_pet_guided", "deposits", "max", "mr_pet_guided"],
+            }
+        )
+        deposits = pd.DataFrame({"label": [1], "volume_ml": [VOLUMES[i]], "x_mm": [1.0],
+                                 "y_mm": [2.0], "z_mm": [3.0]})  # fmt: skip
+        ws.finish_run(run, measurements=table, deposits=deposits, artifacts={"preview": str(preview)})
+    yield ws
+    ws.close()
+
+
+def _text(root: Path) -> str:
+    return "\n".join(
+        p.read_text(errors="replace") for p in root.rglob("*") if p.suffix in (".html", ".csv")
+    )
+
+
+def test_report_pages_numbers_and_exports(workspace: Workspace, tmp_path: Path) -> None:
+    files = write_report(workspace, tmp_path / "out")
+    assert files.index.is_file() and sorted(files.patients) == ["P001", "P002"]
+    page = files.patients["P001"].read_text()
+    # visit table: volumes with change from baseline, -35 % flagged, SUVmax +32.5 % flagged
+    assert "0.8 mL" in page and "0.52 mL" in page and "−" not in page
+    assert re.search(r"0\.52 mL<small>-35 % vs V0 <span class=\"decrease\">", page)
+    assert re.search(r"5\.3 SUVbw<small>\+32 % vs V0 <span class=\"increase\">", page)
+    assert re.search(r"4\.2 SUVbw<small>\+5 % vs V0 <span class=\"noise\">within noise", page)
+    # images written next to the pages and referenced relatively
+    for src in re.findall(r'src="\.\./(figures/[^"]+)"', page):
+        assert (tmp_path / "out" / src).stat().st_size > 1000
+    assert page.count('alt="visit V') == 3
+    assert "DicomSeriesError: p1v1pet" in files.index.read_text()
+    # exports: measurements of the latest runs, longitudinal table with changes
+    measurements = pd.read_parquet(files.data["measurements_parquet"])
+    assert len(measurements) == 4 * 4
+    longitudinal = pd.read_csv(files.data["longitudinal_csv"])
+    vol = longitudinal[(longitudinal["object"] == "graft") & (longitudinal["metric"] == "volume_ml")]
+    np.testing.assert_allclose(vol["value"], VOLUMES[:4])
+    np.testing.assert_allclose(vol["change_baseline_pct"].iloc[1:3], [-35.0, -37.5])
+    assert vol["days"].tolist() == [9, 100, 191, 31]
+    assert pd.read_csv(files.data["runs_csv"])["status"].tolist().count("failed") == 1
+
+
+def test_report_has_no_identifiers_unless_asked(workspace: Workspace, tmp_path: Path) -> None:
+    write_report(workspace, tmp_path / "plain")
+    text = _text(tmp_path / "plain")
+    for pid, name, birth, _ in PATIENTS:
+        for value in (pid, name, name.split("^")[0], birth):
+            assert value not in text
+    files = write_report(workspace, tmp_path / "named", include_identifiers=True)
+    assert "DOE^JANE" in files.patients["P001"].read_text()
+    assert "19611224" in files.index.read_text()
+    exports = "".join(p.read_text() for p in (tmp_path / "named" / "data").glob("*.csv"))
+    assert "DOE" not in exports and "HOSP-12345" not in exports
+
+
+def test_report_rewrites_atomically(workspace: Workspace, tmp_path: Path) -> None:
+    write_report(workspace, tmp_path / "out")
+    write_report(workspace, tmp_path / "out")
+    assert not [p for p in (tmp_path / "out").rglob(".*tmp*")]

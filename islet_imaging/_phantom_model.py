@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import math
 
 import numpy as np
@@ -186,37 +187,43 @@ def classify(
     anatomy: Anatomy, states: list[DepositState], u: np.ndarray, v: np.ndarray, w: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tissue code and deposit label (0 = none) of arm-frame points; arrays of any shape."""
+    shape = np.broadcast_shapes(u.shape, v.shape, w.shape)
+    u, v, w = (np.broadcast_to(x, shape).ravel() for x in (u, v, w))
+    codes = np.zeros(u.size, dtype=np.uint8)
+    labels = np.zeros(u.size, dtype=np.int16)
     t = _taper(w)
+    arm = np.flatnonzero(_in_ellipse(u, v, 0.0, 0.0, anatomy.half_width * t,
+                                     anatomy.half_depth * t))  # fmt: skip
+    # from here on only points inside the arm are evaluated
+    u, v, w, t = u[arm], v[arm], w[arm], t[arm]
     a = anatomy.half_width * t
     b = anatomy.half_depth * t
-    codes = np.zeros(u.shape, dtype=np.uint8)
-    arm = _in_ellipse(u, v, 0.0, 0.0, a, b)
-    codes[arm] = Tissue.SKIN
-    inner_skin = _in_ellipse(u, v, 0.0, 0.0, a - SKIN_MM, b - SKIN_MM)
-    codes[inner_skin] = Tissue.FAT
+    sub = np.full(arm.size, Tissue.SKIN, dtype=np.uint8)
+    sub[_in_ellipse(u, v, 0.0, 0.0, a - SKIN_MM, b - SKIN_MM)] = Tissue.FAT
     fascia = _in_ellipse(u, v, 0.0, 0.0, a - SKIN_MM - FAT_MM, b - SKIN_MM - FAT_MM)
     # muscles: anterior flexors / posterior extensors, deep group around the bones
-    codes[fascia & (v < 0)] = Tissue.FLEXORS
-    codes[fascia & (v >= 0)] = Tissue.EXTENSORS
-    codes[fascia & _in_ellipse(u, v, 0.0, 0.15 * b, 0.45 * a, 0.35 * b)] = Tissue.DEEP_MUSCLE
+    sub[fascia & (v < 0)] = Tissue.FLEXORS
+    sub[fascia & (v >= 0)] = Tissue.EXTENSORS
+    sub[fascia & _in_ellipse(u, v, 0.0, 0.15 * b, 0.45 * a, 0.35 * b)] = Tissue.DEEP_MUSCLE
     cu, cv, ba, bb = brachioradialis_ellipse(anatomy, w)
-    codes[fascia & _in_ellipse(u, v, cu, cv, ba, bb)] = Tissue.BRACHIORADIALIS
+    sub[fascia & _in_ellipse(u, v, cu, cv, ba, bb)] = Tissue.BRACHIORADIALIS
     # bones: radius (lateral, grows distally) and ulna (medial-posterior, thins distally)
     grow = 1.0 + 0.25 * np.clip(w, 0.0, FOREARM_LENGTH_MM) / FOREARM_LENGTH_MM
     for bu, bv, sa, sb, scale in (
         (0.28 * a, 0.15 * b, 7.5, 6.0, grow),
         (-0.40 * a, 0.45 * b, 6.5, 6.0, 2.0 - grow),
     ):
-        outer = _in_ellipse(u, v, bu, bv, sa * scale, sb * scale)
-        codes[outer] = Tissue.CORTICAL_BONE
+        sub[_in_ellipse(u, v, bu, bv, sa * scale, sb * scale)] = Tissue.CORTICAL_BONE
         marrow = _in_ellipse(u, v, bu, bv, sa * scale - CORTEX_MM, sb * scale - CORTEX_MM)
-        codes[marrow] = Tissue.MARROW
-    labels = np.zeros(u.shape, dtype=np.int16)
+        sub[marrow] = Tissue.MARROW
+    sub_labels = np.zeros(arm.size, dtype=np.int16)
     for state in states:
         inside = deposit_contains(state, u, v, w)
-        codes[inside] = Tissue.GRAFT
-        labels[inside] = state.deposit.label
-    return codes, labels
+        sub[inside] = Tissue.GRAFT
+        sub_labels[inside] = state.deposit.label
+    codes[arm] = sub
+    labels[arm] = sub_labels
+    return codes.reshape(shape), labels.reshape(shape)
 
 
 def deposit_contains(state: DepositState, u, v, w) -> np.ndarray:
@@ -254,15 +261,13 @@ def visit_states(deposits: list[Deposit], scale: float) -> list[DepositState]:
         by_track.setdefault(d.track, []).append(d)
     for track in by_track.values():
         track.sort(key=lambda d: d.position)
-        for first, second in zip(track, track[1:], strict=False):
+        for first, second in itertools.pairwise(track):
             overlap = scaled[first.label][0] + scaled[second.label][0]
             overlap -= second.position - first.position
             if overlap > 0:
                 cuts[first.label][1] = overlap / 2
                 cuts[second.label][0] = overlap / 2
-    return [
-        DepositState(d, scaled[d.label], cuts[d.label][0], cuts[d.label][1]) for d in deposits
-    ]
+    return [DepositState(d, scaled[d.label], cuts[d.label][0], cuts[d.label][1]) for d in deposits]
 
 
 def touching_pairs(states: list[DepositState]) -> list[tuple[int, int]]:
@@ -273,7 +278,7 @@ def touching_pairs(states: list[DepositState]) -> list[tuple[int, int]]:
         by_track.setdefault(s.deposit.track, []).append(s)
     for track in by_track.values():
         track.sort(key=lambda s: s.deposit.position)
-        for first, second in zip(track, track[1:], strict=False):
+        for first, second in itertools.pairwise(track):
             if first.cut_high > 0 and second.cut_low > 0:
                 pairs.append(tuple(sorted((first.deposit.label, second.deposit.label))))
     return sorted(pairs)

@@ -85,7 +85,7 @@ def box_extent_in_frame(
 
 def grid_points(grid: Grid, k: np.ndarray, offsets: tuple[float, float, float] = (0, 0, 0)):
     """LPS coordinates (x, y, z) of voxels of slices ``k`` (+ sub-voxel offsets in voxels)."""
-    nz, ny, nx = grid.shape
+    ny, nx = grid.shape[1:]
     kk = (np.asarray(k, dtype=float) + offsets[0])[:, None, None]
     jj = (np.arange(ny, dtype=float) + offsets[1])[None, :, None]
     ii = (np.arange(nx, dtype=float) + offsets[2])[None, None, :]
@@ -192,9 +192,7 @@ def render_pet(
     fine_spacing = tuple(s / m for s in grid.spacing)
     d = np.asarray(grid.direction)
     # centre of fine voxel 0 = corner of PET voxel 0 + half a fine voxel
-    fine_origin = np.asarray(grid.origin) + d @ (
-        np.asarray(grid.spacing) * ((0.5 / m) - 0.5)
-    )
+    fine_origin = np.asarray(grid.origin) + d @ (np.asarray(grid.spacing) * ((0.5 / m) - 0.5))
     fine = Grid(tuple(n * m for n in grid.shape), fine_spacing, tuple(fine_origin), d)
     codes, labels = label_maps(fine, pose, anatomy, states)
     lut = _lookup(PET_RELATIVE) * muscle_bqml

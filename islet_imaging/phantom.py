@@ -154,14 +154,14 @@ from islet_imaging.io.dicom_write import (
 from islet_imaging.volume import Volume
 
 __all__ = [
+    "GA68_HALF_LIFE_S",
     "Orientation",
+    "PhantomVisit",
     "Size",
     "Trend",
-    "PhantomVisit",
+    "generate_study",
     "make_visit",
     "write_visit",
-    "generate_study",
-    "GA68_HALF_LIFE_S",
 ]
 
 GA68_HALF_LIFE_S = 4062.6
@@ -209,7 +209,7 @@ class _Preset:
 
 _PRESETS = {
     Size.SMALL: _Preset((3.0, 1.5, 1.5), 84.0, (3, 1, 1), 4.0, 2),
-    Size.SAMPLE: _Preset((3.0, 0.8, 0.8), 90.0, (3, 2, 2), 3.0, 3),
+    Size.SAMPLE: _Preset((3.0, 0.8, 0.8), 90.0, (3, 1, 1), 3.0, 2),
     Size.STANDARD: _Preset((3.0, 0.6, 0.6), 120.0, (3, 2, 2), 2.0, 2),
 }
 _FOV_TRANSVERSE_MM = (112.0, 96.0)  # along u (width) and v (depth)
@@ -503,8 +503,8 @@ def make_visit(
     to_baseline = base.matrix() @ pose.inverse().matrix()
     rng = _rng(seed, patient, 200 + visit)
 
-    # ---- grids: FOV centred on the graft as placed at this visit
-    centre_arm = _graft_centre(pat.deposits)
+    # ---- grids: FOV centred on the arm axis at the level of the graft, as placed at this visit
+    centre_arm = np.array([0.0, 0.0, _graft_centre(pat.deposits)[2]])
     centre = pose.rotation @ centre_arm + pose.translation
     box_axes = pose.rotation @ np.eye(3)  # (u, v, w) directions at this visit
     box = (*_FOV_TRANSVERSE_MM, preset.mr_length_mm)
@@ -518,9 +518,7 @@ def make_visit(
     pet_grid = grid_around(centre, _AXIAL, pet_extent, (preset.pet_spacing,) * 3)
 
     # ---- dates, times, dose
-    visit_date = pat.implantation + dt.timedelta(
-        days=7 if month == 0 else round(30.4375 * month)
-    )
+    visit_date = pat.implantation + dt.timedelta(days=7 if month == 0 else round(30.4375 * month))
     date = visit_date.strftime("%Y%m%d")
     mr_start = dt.datetime.combine(visit_date, dt.time(9, 0)) + dt.timedelta(
         seconds=int(rng.integers(0, 1800))
@@ -543,7 +541,7 @@ def make_visit(
 
     # ---- truth label maps (voxel centres)
     tissue_codes, labels = label_maps(mr_grid, pose, pat.anatomy, states)
-    pet_codes, pet_labels = label_maps(pet_grid, pose, pat.anatomy, states)
+    _, pet_labels = label_maps(pet_grid, pose, pat.anatomy, states)
 
     # ---- MR
     t1_clean, t2_clean = render_mr(
@@ -818,9 +816,7 @@ def _truth(**k) -> dict:
                 "cut_high_mm": s.cut_high,
                 "volume_ml_analytic": s.volume_mm3 / 1000.0,
                 "volume_ml_voxelised": counts[d.label] * voxel_ml,
-                "discretisation_bound_ml": _discretisation_bound_ml(
-                    s.surface_mm2, mr_grid.spacing
-                ),
+                "discretisation_bound_ml": _discretisation_bound_ml(s.surface_mm2, mr_grid.spacing),
                 "activity_bqml": k["graft_bqml"][d.label],
                 "suvbw": k["graft_suv"][d.label],
                 "mr_t2_signal": t2_graft * (1.0 if k["iron"] else d.t2_factor),
@@ -1034,6 +1030,7 @@ def generate_study(
         )
     out_dir = Path(out_dir)
     index = []
+    resolved: dict[str, Any] = {}
     for p in range(1, patients + 1):
         for v in range(visits):
             start = time.perf_counter()
@@ -1041,6 +1038,10 @@ def generate_study(
             truth_path = write_visit(
                 visit, out_dir, transfer_syntax=transfer_syntax, overwrite=overwrite
             )
+            resolved = {
+                "size": visit.truth["generator"]["size"],
+                **visit.truth["generator"]["options"],
+            }
             index.append(
                 {
                     "patient_id": visit.patient_id,
@@ -1063,7 +1064,7 @@ def generate_study(
         "patients": patients,
         "visits": visits,
         "transfer_syntax": transfer_syntax,
-        "options": _jsonable(options),
+        "options": resolved,
         "visits_index": index,
     }
     write_text_atomic(

@@ -317,9 +317,17 @@ def _check_overlap(fixed: Volume, moving: Volume, transform: sitk.Transform) -> 
 
 
 def _method(
-    *, bins: int, sampling: float, seed: int, shrink: list[int], smooth: list[float]
+    *,
+    bins: int,
+    sampling: float,
+    seed: int,
+    shrink: list[int],
+    smooth: list[float],
+    moving_mask: sitk.Image | None = None,
 ) -> sitk.ImageRegistrationMethod:
     reg = sitk.ImageRegistrationMethod()
+    if moving_mask is not None:
+        reg.SetMetricMovingMask(moving_mask)
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(sampling, seed)
@@ -417,6 +425,21 @@ def _check_result(
         )
 
 
+def _positive(image: sitk.Image) -> sitk.Image:
+    """The image shifted to a minimum of 0 (a mass distribution for the moments)."""
+    stats = sitk.MinimumMaximumImageFilter()
+    stats.Execute(image)
+    return image - stats.GetMinimum()
+
+
+def _focus_mask(pet: Volume, image: sitk.Image, fraction: float, margin_mm: float) -> sitk.Image:
+    """Neighbourhood of the PET's high-uptake regions, where the PET carries information."""
+    top = float(np.percentile(pet.array, 99.9))
+    hot = sitk.BinaryThreshold(image, fraction * top, float(np.inf), 1, 0)
+    radius = [max(1, round(margin_mm / s)) for s in image.GetSpacing()]
+    return sitk.BinaryDilate(hot, radius)
+
+
 def _robust_rigid(
     fixed: sitk.Image,
     moving: sitk.Image,
@@ -426,13 +449,31 @@ def _robust_rigid(
     candidates: int,
     seed: int,
     sampling: float,
+    bins: int = 50,
+    moving_mask: sitk.Image | None = None,
 ) -> tuple[sitk.Euler3DTransform, float, str, dict]:
     """Moments + coarse rotation search + multi-resolution rigid refinement."""
-    init = sitk.CenteredTransformInitializer(
-        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
-    )
+    try:
+        init = sitk.CenteredTransformInitializer(
+            _positive(fixed),
+            _positive(moving),
+            sitk.Euler3DTransform(),
+            sitk.CenteredTransformInitializerFilter.MOMENTS,
+        )
+    except RuntimeError as exc:
+        raise RegistrationError(
+            "cannot initialise the registration: an image is empty (constant)",
+            hint=str(exc)[:200],
+        ) from exc
     init = sitk.Euler3DTransform(init)
-    coarse = {"bins": 32, "sampling": 1.0, "seed": seed, "shrink": [4], "smooth": [2.0]}
+    coarse = {
+        "bins": min(bins, 32),
+        "sampling": 1.0,
+        "seed": seed,
+        "shrink": [4],
+        "smooth": [2.0],
+        "moving_mask": moving_mask,
+    }
     # coarse exhaustive search over the three rotation angles at 1/4 resolution
     step = math.radians(search_deg) / max(search_steps, 1)
     rotations = np.arange(-search_steps, search_steps + 1) * step
@@ -455,11 +496,12 @@ def _robust_rigid(
         )
     scored.sort(key=lambda item: item[0])
     fine = {
-        "bins": 50,
+        "bins": bins,
         "sampling": sampling,
         "seed": seed,
         "shrink": [4, 2, 1],
         "smooth": [2.0, 1.0, 0.0],
+        "moving_mask": moving_mask,
     }
     best = None
     for _, trial in scored[:candidates]:
@@ -484,6 +526,8 @@ def register_pet_to_mr(
     sampling: float = 0.2,
     max_rotation_deg: float = 10.0,
     max_shift_mm: float = 20.0,
+    focus_fraction: float | None = 0.3,
+    focus_margin_mm: float = 12.0,
 ) -> Registration:
     """Rigid registration of a PET volume to the MR of the same visit.
 
@@ -504,6 +548,11 @@ def register_pet_to_mr(
         Fraction of the fixed voxels sampled by the metric.
     max_rotation_deg, max_shift_mm : float
         Largest correction accepted from the shared frame of reference.
+    focus_fraction, focus_margin_mm : float
+        The metric samples only PET points within ``focus_margin_mm`` of voxels above
+        ``focus_fraction`` × the 99.9th percentile of the PET: a forearm is nearly uniform along
+        its axis, and the uptake foci (grafts) are what pins the PET along it. ``None`` samples
+        the whole overlap.
 
     Returns
     -------
@@ -519,26 +568,34 @@ def register_pet_to_mr(
     for_pet = pet.meta.get("frame_of_reference_uid")
     for_mr = mr.meta.get("frame_of_reference_uid")
     shared = not (for_pet and for_mr and for_pet != for_mr)
+    mask = (
+        _focus_mask(pet, moving, focus_fraction, focus_margin_mm)
+        if focus_fraction is not None
+        else None
+    )
     params = {
-        "bins": 50,
+        "bins": 16,
         "sampling": sampling,
         "seed": seed,
         "shrink": [2, 1],
         "smooth": [2.0, 0.0],
+        "moving_mask": mask,
     }
+    focus = None if mask is None else {"fraction": focus_fraction, "margin_mm": focus_margin_mm}
     if shared:
         transform = sitk.Euler3DTransform()
         transform.SetCenter(tuple(_centre(mr)))
         _check_overlap(mr, pet, transform)
         initial = _evaluate(fixed, moving, transform, **params)
-        metric, stop = _optimise(
-            fixed, moving, transform, iterations=150, learning_rate=1.0, **params
-        )
+        _, stop = _optimise(fixed, moving, transform, iterations=150, learning_rate=1.0, **params)
         init_info: dict[str, Any] = {"init": "identity (shared frame of reference)"}
         limits = {"max_rotation": max_rotation_deg, "max_shift": max_shift_mm}
     else:
-        initial = _evaluate(fixed, moving, sitk.Euler3DTransform(), **params)
-        transform, metric, stop, init_info = _robust_rigid(
+        try:
+            initial = _evaluate(fixed, moving, sitk.Euler3DTransform(), **params)
+        except RegistrationError:
+            initial = math.inf
+        transform, _, stop, init_info = _robust_rigid(
             fixed,
             moving,
             search_deg=30.0,
@@ -546,6 +603,8 @@ def register_pet_to_mr(
             candidates=2,
             seed=seed,
             sampling=sampling,
+            bins=params["bins"],
+            moving_mask=mask,
         )
         init_info["init"] += " (frames of reference differ)"
         limits = {"max_rotation": 180.0, "max_shift": math.inf}
@@ -556,16 +615,16 @@ def register_pet_to_mr(
         "kind": "pet_to_mr",
         "model": "rigid",
         "metric_name": "Mattes mutual information",
-        "metric_initial": initial,
+        "metric_initial": initial if math.isfinite(initial) else None,
         "optimizer_stop": stop,
-        "params": params,
+        "params": {k: v for k, v in params.items() if k != "moving_mask"},
+        "focus": focus,
         **init_info,
         **summary,
         "fixed_series_uid": mr.meta.get("series_uid"),
         "moving_series_uid": pet.meta.get("series_uid"),
         "software": _software(),
     }
-    del metric
     return Registration(transform, final, _grid(mr), info)
 
 

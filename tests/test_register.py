@@ -154,7 +154,11 @@ def test_registered_visit_matches_baseline_and_masks_stay_masks():
     assert moved_mask.array.dtype == bool
     graft = fixed.array > 285
     dice = 2 * (moved_mask.array & graft).sum() / (moved_mask.array.sum() + graft.sum())
-    assert dice > 0.75  # small spheres on 3 mm slices
+    assert dice > 0.65  # nearest-neighbour twice: small spheres on 3 mm slices
+    centroid = fixed.index_to_world(np.argwhere(moved_mask.array).mean(axis=0))
+    np.testing.assert_allclose(
+        centroid, fixed.index_to_world(np.argwhere(graft).mean(axis=0)), atol=1.0
+    )
 
 
 # ----------------------------------------------------------------------------- PET to MR

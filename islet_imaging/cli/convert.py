@@ -12,7 +12,7 @@ import argparse
 import re
 from pathlib import Path
 
-__all__ = ["register", "run", "output_names"]
+__all__ = ["output_names", "register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

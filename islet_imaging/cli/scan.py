@@ -19,9 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("path", help="folder, DICOMDIR or .zip archive")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument(
-        "--no-progress", action="store_true", help="never show a progress bar"
-    )
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     parser.set_defaults(func=run)
 
 
@@ -39,13 +37,26 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     table = Table(title=f"DICOM series in {index.root}")
-    for column in ("patient", "study date", "#", "modality", "description", "images",
-                   "orientation", "image type", "series UID"):  # fmt: skip
+    for column in (
+        "patient",
+        "study date",
+        "#",
+        "modality",
+        "description",
+        "images",
+        "orientation",
+        "image type",
+        "series UID",
+    ):
         table.add_column(column, overflow="fold")
     for patient in index.patients:
         for study in patient.studies:
             for s in study.series:
-                images = str(s.n_instances) if s.n_frames == s.n_instances else f"{s.n_instances} ({s.n_frames} frames)"  # fmt: skip
+                images = (
+                    str(s.n_instances)
+                    if s.n_frames == s.n_instances
+                    else f"{s.n_instances} ({s.n_frames} frames)"
+                )
                 table.add_row(
                     patient.patient_id or "-",
                     study.date or "-",

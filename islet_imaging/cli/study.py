@@ -57,6 +57,14 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
         default="pet_guided",
         help="automatic graft delineation (default: MR seeded by PET hot spots)",
     )
+    parser.add_argument(
+        "--baseline-search-steps",
+        type=int,
+        default=2,
+        metavar="N",
+        help="rotation search of the visit-to-baseline registration: (2N+1)^3 starts within "
+        "±20° (default 2; 1 is faster for small repositioning)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -96,6 +104,8 @@ def run_batch_from_args(ws, args: argparse.Namespace):
         ws,
         n_workers=args.workers,
         scheduler=args.scheduler,
-        options=PipelineOptions(segmentation=args.segmentation),
+        options=PipelineOptions(
+            segmentation=args.segmentation, baseline_search_steps=args.baseline_search_steps
+        ),
         progress=not args.no_progress,
     )

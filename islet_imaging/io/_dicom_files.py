@@ -14,6 +14,7 @@ import os
 import threading
 import zipfile
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -31,9 +32,21 @@ __all__ = [
     "is_safe_member",
     "read_bytes",
     "read_dicom_file",
+    "thread_pool",
 ]
 
 _ENHANCED = "SharedFunctionalGroupsSequence"
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def thread_pool() -> ThreadPoolExecutor:
+    """The shared I/O thread pool (created on first use; starting threads per call is slow)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="islet-io")
+        return _POOL
 
 
 class NotDicomError(Exception):
@@ -158,6 +171,8 @@ class DicomFile:
     def get(self, keyword: str, default: Any = None) -> Any:
         """Value of ``keyword`` (one of :data:`._dicom_parse.TAGS`) as plain Python."""
         if self.header is not None:
+            if keyword == "TransferSyntaxUID":
+                return self.header.transfer_syntax or default
             return self.header.get(keyword, default)
         if keyword == "TransferSyntaxUID":
             meta = getattr(self._dataset, "file_meta", None)

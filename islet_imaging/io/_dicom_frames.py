@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from islet_imaging.errors import GeometryError
 from islet_imaging.io._dicom_files import DicomFile
 
-__all__ = ["Frame", "file_frames", "split_frames", "orientation_label"]
+__all__ = ["Frame", "file_frames", "orientation_label", "split_frames"]
 
 _IOP_TOL = 1e-3
 
@@ -42,7 +42,7 @@ class Frame:
     slope: float
     intercept: float
     keys: dict[str, Any]  # split keys: echo_number, image_type, temporal, stack, b_value
-    times: tuple  # attributes ordering repeated acquisitions at one position
+    times: tuple | None = None  # ordering of repeated acquisitions at one position (lazy)
     mosaic: tuple[int, int] | None = None  # (tile index, tiles per row) for Siemens mosaics
 
     @property
@@ -78,8 +78,16 @@ def orientation_label(iop: Sequence[float] | None) -> str:
 def _floats(value: Any, n: int) -> np.ndarray | None:
     if value is None:
         return None
-    arr = np.atleast_1d(np.asarray(value, dtype=float))
-    return arr if arr.shape == (n,) and np.all(np.isfinite(arr)) else None
+    try:
+        if isinstance(value, str | bytes | int | float):
+            values = [float(value)]
+        else:  # tuple, list or pydicom MultiValue
+            values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    if len(values) != n or not all(map(math.isfinite, values)):
+        return None
+    return np.array(values)
 
 
 def _num(value: Any, default: float) -> float:
@@ -118,13 +126,6 @@ def file_frames(file: DicomFile) -> list[Frame]:
         "temporal": file.get("TemporalPositionIdentifier"),
         "b_value": file.get("DiffusionBValue"),
     }
-    times = (
-        _num(file.get("FrameReferenceTime"), math.nan),
-        _num(file.get("TriggerTime"), math.nan),
-        _time_seconds(file.get("AcquisitionTime")),
-        _num(file.get("AcquisitionNumber"), math.nan),
-        _num(file.get("InstanceNumber"), math.nan),
-    )
     common = dict(
         file=file,
         orientation=iop,
@@ -132,14 +133,15 @@ def file_frames(file: DicomFile) -> list[Frame]:
         slope=_num(file.get("RescaleSlope"), 1.0),
         intercept=_num(file.get("RescaleIntercept"), 0.0),
         keys=keys,
-        times=times,
     )
     n_mosaic = _mosaic_count(file, image_type)
     if n_mosaic:
         return _mosaic_frames(file, n_mosaic, rows, columns, ipp, common)
     n_frames = int(_num(file.get("NumberOfFrames"), 1))
     if n_frames <= 1:
-        return [Frame(index=0, frame_number=None, position=ipp, rows=rows, columns=columns, **common)]  # fmt: skip
+        return [
+            Frame(index=0, frame_number=None, position=ipp, rows=rows, columns=columns, **common)
+        ]
     # Legacy multi-frame without functional groups: frames are successive slices along the
     # normal, SpacingBetweenSlices apart (e.g. NM, old MR exports).
     step = _num(file.get("SpacingBetweenSlices"), _num(file.get("SliceThickness"), math.nan))
@@ -148,8 +150,27 @@ def file_frames(file: DicomFile) -> list[Frame]:
         pos = None
         if ipp is not None and iop is not None and math.isfinite(step):
             pos = ipp + f * step * np.cross(iop[:3], iop[3:])
-        frames.append(Frame(index=f, frame_number=f + 1, position=pos, rows=rows, columns=columns, **common))  # fmt: skip
+        frames.append(
+            Frame(index=f, frame_number=f + 1, position=pos, rows=rows, columns=columns, **common)
+        )
     return frames
+
+
+def frame_times(frame: Frame) -> tuple:
+    """Attributes ordering repeated acquisitions of one position (classic files).
+
+    (FrameReferenceTime, TriggerTime, AcquisitionTime in s, AcquisitionNumber, InstanceNumber)
+    """
+    if frame.times is None:
+        file = frame.file
+        frame.times = (
+            _num(file.get("FrameReferenceTime"), math.nan),
+            _num(file.get("TriggerTime"), math.nan),
+            _time_seconds(file.get("AcquisitionTime")),
+            _num(file.get("AcquisitionNumber"), math.nan),
+            _num(file.get("InstanceNumber"), math.nan),
+        )
+    return frame.times
 
 
 def _time_seconds(value: Any) -> float:
@@ -230,8 +251,15 @@ def _mosaic_frames(
             )
             pos = corner + t * step * normal
         frames.append(
-            Frame(index=0, frame_number=None, position=pos, rows=tile_rows, columns=tile_cols,
-                  mosaic=(t, per_row), **common)  # fmt: skip
+            Frame(
+                index=0,
+                frame_number=None,
+                position=pos,
+                rows=tile_rows,
+                columns=tile_cols,
+                mosaic=(t, per_row),
+                **common,
+            )
         )
     return frames
 
@@ -286,8 +314,10 @@ def _enhanced_frames(file: DicomFile) -> list[Frame]:
                 pixel_spacing=None if spacing is None else (float(spacing[0]), float(spacing[1])),
                 rows=rows,
                 columns=columns,
-                slope=_num(_group_value(groups, "PixelValueTransformationSequence", "RescaleSlope"),
-                           _num(ds.get("RescaleSlope"), 1.0)),  # fmt: skip
+                slope=_num(
+                    _group_value(groups, "PixelValueTransformationSequence", "RescaleSlope"),
+                    _num(ds.get("RescaleSlope"), 1.0),
+                ),
                 intercept=_num(
                     _group_value(groups, "PixelValueTransformationSequence", "RescaleIntercept"),
                     _num(ds.get("RescaleIntercept"), 0.0),
@@ -308,17 +338,24 @@ def _enhanced_frames(file: DicomFile) -> list[Frame]:
 # ------------------------------------------------------------------------------- splitting
 def _orientation_clusters(frames: list[Frame]) -> list[list[Frame]]:
     clusters: list[tuple[np.ndarray, list[Frame]]] = []
+    exact: dict[tuple | None, list[Frame]] = {}  # fast path: identical IOP values
     for frame in frames:
         iop = frame.orientation
+        key = None if iop is None else tuple(iop.tolist())
+        if key in exact:
+            exact[key].append(frame)
+            continue
         for ref, members in clusters:
             if iop is None and ref is None:
                 members.append(frame)
                 break
             if iop is not None and ref is not None and np.max(np.abs(iop - ref)) < _IOP_TOL:
                 members.append(frame)
+                exact[key] = members
                 break
         else:
             clusters.append((iop, [frame]))
+            exact[key] = clusters[-1][1]
     return [members for _, members in clusters]
 
 
@@ -350,7 +387,9 @@ def split_frames(
     """
     by_matrix: dict[tuple, list[Frame]] = defaultdict(list)
     for frame in frames:
-        spacing = None if frame.pixel_spacing is None else tuple(np.round(frame.pixel_spacing, 4))
+        spacing = (
+            None if frame.pixel_spacing is None else tuple(round(v, 4) for v in frame.pixel_spacing)
+        )
         by_matrix[(frame.rows, frame.columns, spacing)].append(frame)
     if len(by_matrix) > 1 and not split:
         raise GeometryError(
@@ -395,7 +434,7 @@ def split_frames(
 def _position_key(frame: Frame) -> tuple:
     if frame.position is None:
         return ("?", id(frame))
-    return tuple(np.round(frame.position, 2))
+    return tuple(round(float(v), 2) for v in frame.position)
 
 
 def _split_repeats(
@@ -414,18 +453,19 @@ def _split_repeats(
     if len(counts) != 1 or counts == {1}:
         return [(keys, frames)]
     n_rep = counts.pop()
+    times = {id(f): frame_times(f) for f in frames}
     # the first time attribute that separates the repetitions at every position
-    for t in range(len(frames[0].times) - 1):  # the last one (InstanceNumber) is no time
+    for t in range(len(times[id(frames[0])]) - 1):  # the last one (InstanceNumber) is no time
         ok = True
         for members in at.values():
-            values = [m.times[t] for m in members]
+            values = [times[id(m)][t] for m in members]
             if any(math.isnan(v) for v in values) or len(set(values)) != n_rep:
                 ok = False
                 break
         if ok:
             out = []
             for rep in range(n_rep):
-                stack = [sorted(m, key=lambda f: f.times[t])[rep] for m in at.values()]
+                stack = [sorted(m, key=lambda f: times[id(f)][t])[rep] for m in at.values()]
                 out.append(({**keys, "repetition": rep + 1}, stack))
             return out
     return [(keys, frames)]

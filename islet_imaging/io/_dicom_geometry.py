@@ -92,15 +92,26 @@ def plan_stack(frames: list[Frame], mode: GeometryMode) -> Stack:
         warnings.append(f"{tag} missing: axial grid at the origin with 1 mm slices assumed")
         n = len(frames)
         ps = first.pixel_spacing or (1.0, 1.0)
-        return Stack(frames, (1.0, ps[0], ps[1]), np.zeros(3), np.eye(3), np.arange(n, dtype=float),
-                     np.zeros((n, 2)), n, False, warnings)  # fmt: skip
+        return Stack(
+            frames,
+            (1.0, ps[0], ps[1]),
+            np.zeros(3),
+            np.eye(3),
+            np.arange(n, dtype=float),
+            np.zeros((n, 2)),
+            n,
+            False,
+            warnings,
+        )
     row, col, normal = _frame_axes(first.orientation)
     if first.pixel_spacing is None:
         if mode is not GeometryMode.ACCEPT:
             raise GeometryError(
-                "pixel spacing missing", path=first.path, tag="PixelSpacing",
+                "pixel spacing missing",
+                path=first.path,
+                tag="PixelSpacing",
                 hint='geometry="accept" assumes 1 mm pixels',
-            )  # fmt: skip
+            )
         warnings.append("PixelSpacing missing: 1 mm pixels assumed")
     ps = first.pixel_spacing or (1.0, 1.0)
     positions = np.array([f.position for f in frames])
@@ -138,8 +149,9 @@ def plan_stack(frames: list[Frame], mode: GeometryMode) -> Stack:
     resample = False
     if n == 1:
         step = first_value(frames[0])
-        return Stack(frames, (step, ps[0], ps[1]), positions[0], direction, dist, shifts, 1,
-                     False, warnings)  # fmt: skip
+        return Stack(
+            frames, (step, ps[0], ps[1]), positions[0], direction, dist, shifts, 1, False, warnings
+        )
 
     # in-plane drift: positions must move along the normal (gantry tilt, sheared stacks)
     drift = positions - positions[0] - np.outer(dist - dist[0], normal)
@@ -193,19 +205,37 @@ def plan_stack(frames: list[Frame], mode: GeometryMode) -> Stack:
                 hint=_hint("keep the slices with their mean spacing"),
             )
         if mode is GeometryMode.RESAMPLE:
-            n_out = int(round(length / median)) + 1
+            n_out = round(length / median) + 1
             warnings.append(
                 f"irregular slice spacing ({bad.size} step(s) off the median {median:.3f} mm): "
                 f"{n} slices resampled onto {n_out} slices along the normal"
             )
-            return Stack(frames, (length / (n_out - 1), ps[0], ps[1]), positions[0], direction,
-                         dist, shifts, n_out, True, warnings)  # fmt: skip
+            return Stack(
+                frames,
+                (length / (n_out - 1), ps[0], ps[1]),
+                positions[0],
+                direction,
+                dist,
+                shifts,
+                n_out,
+                True,
+                warnings,
+            )
         warnings.append(
             f"irregular slice spacing ({bad.size} step(s) off the median {median:.3f} mm) "
             f"accepted: slices kept with their mean spacing {length / (n - 1):.3f} mm"
         )
-    return Stack(frames, (length / (n - 1), ps[0], ps[1]), positions[0], direction, dist, shifts,
-                 n, resample, warnings)  # fmt: skip
+    return Stack(
+        frames,
+        (length / (n - 1), ps[0], ps[1]),
+        positions[0],
+        direction,
+        dist,
+        shifts,
+        n,
+        resample,
+        warnings,
+    )
 
 
 def first_value(frame: Frame) -> float:
@@ -231,7 +261,9 @@ def resample_stack(stack: Stack, slices: np.ndarray) -> np.ndarray:
     if np.any(np.abs(stack.shifts) > 1e-6):
         data = np.stack(
             [
-                ndimage.shift(s, (dy, dx), order=1, mode="nearest") if abs(dy) + abs(dx) > 1e-6 else s
+                ndimage.shift(s, (dy, dx), order=1, mode="nearest")
+                if abs(dy) + abs(dx) > 1e-6
+                else s
                 for s, (dy, dx) in zip(data, stack.shifts, strict=True)
             ]
         )

@@ -29,7 +29,9 @@ _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQ_END = 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})  # fmt: skip
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
 
 # keyword -> (tag, VR) of every element the loader reads itself; all others stay in pydicom
 TAGS: dict[str, tuple[int, str]] = {
@@ -111,10 +113,20 @@ class Header:
         True if an element runs past the end of the buffer.
     """
 
-    __slots__ = ("header_end", "pixel_length", "pixel_offset", "stopped", "transfer_syntax", "truncated", "values")  # fmt: skip
+    __slots__ = (
+        "_decoded",
+        "header_end",
+        "pixel_length",
+        "pixel_offset",
+        "stopped",
+        "transfer_syntax",
+        "truncated",
+        "values",
+    )
 
     def __init__(self) -> None:
         self.values: dict[str, bytes] = {}
+        self._decoded: dict[str, Any] = {}
         self.pixel_offset: int | None = None
         self.pixel_length: int | None = None
         self.header_end = 0
@@ -124,10 +136,12 @@ class Header:
 
     def get(self, keyword: str, default: Any = None) -> Any:
         """Decoded value of ``keyword`` (see :func:`decode`), or ``default`` if absent."""
-        raw = self.values.get(keyword)
-        if raw is None:
-            return default
-        value = decode(raw, TAGS[keyword][1])
+        try:
+            value = self._decoded[keyword]
+        except KeyError:
+            raw = self.values.get(keyword)
+            value = None if raw is None else decode(raw, TAGS[keyword][1])
+            self._decoded[keyword] = value
         return default if value is None else value
 
 
@@ -240,7 +254,10 @@ def parse_header(buf: bytes, *, stop_after: int = PIXEL_DATA) -> Header:
     ts = header.transfer_syntax
     if ts == IMPLICIT_LE:
         explicit = False
-    elif ts.startswith("1.2.840.10008.1.2.") and ts not in ("1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"):  # fmt: skip
+    elif ts.startswith("1.2.840.10008.1.2.") and ts not in (
+        "1.2.840.10008.1.2.2",
+        "1.2.840.10008.1.2.1.99",
+    ):
         explicit = True  # explicit LE and every encapsulated (compressed) syntax
     else:
         raise UnsupportedHeader(f"transfer syntax {ts!r}")

@@ -597,7 +597,10 @@ class ExportReport:
     """What :func:`export_deidentified` did."""
 
     written: list[Path] = field(default_factory=list)
+    #: files that are not DICOM instances (ignored)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    #: DICOM files that could not be de-identified safely (not exported)
+    refused: list[tuple[Path, str]] = field(default_factory=list)
     patients: int = 0
 
 
@@ -621,7 +624,8 @@ def export_deidentified(
 
     Files are written atomically as ``out/<pseudonym>/<study UID>/<series UID>/<SOP UID>.dcm``
     (new UIDs); an existing file is never overwritten (:class:`IsletImagingError`). Non-DICOM
-    files and refused files (burned-in annotation) are listed in ``report.skipped``.
+    files are listed in ``report.skipped``, files refused (burned-in annotation) in
+    ``report.refused``.
 
     Parameters
     ----------
@@ -656,7 +660,7 @@ def export_deidentified(
         try:
             clean = deid.deidentify(ds)
         except IsletImagingError as exc:
-            report.skipped.append((path, exc.message))
+            report.refused.append((path, exc.message))
             continue
         patients.add(clean.PatientID)
         target = (

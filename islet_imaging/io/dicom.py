@@ -23,13 +23,12 @@ import enum
 import os
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from islet_imaging.errors import DicomSeriesError, IsletImagingError
-from islet_imaging.io._dicom_files import DicomFile, LazyHeaders
+from islet_imaging.errors import DicomSeriesError, GeometryError, IsletImagingError
+from islet_imaging.io._dicom_files import DicomFile, LazyHeaders, thread_pool
 from islet_imaging.io._dicom_frames import Frame, file_frames, split_frames
 from islet_imaging.io._dicom_geometry import GeometryMode, Stack, plan_stack, resample_stack
 from islet_imaging.io._dicom_pixels import PixelReader
@@ -38,7 +37,6 @@ from islet_imaging.volume import Volume
 
 __all__ = ["GeometryMode", "SuvKind", "load_series", "load_volumes"]
 
-_THREADS = 4
 # SOP classes that carry pixel data but are not images to stack (handled elsewhere)
 _NOT_VOLUMES = {
     "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
@@ -48,7 +46,7 @@ _NOT_VOLUMES = {
 
 
 class SuvKind(enum.Enum):
-    """SUV normalisations accepted by ``units=`` (delegated to :func:`islet_imaging.io.pet.to_suv`)."""
+    """SUV kinds accepted by ``units=``, computed by :func:`islet_imaging.io.pet.to_suv`."""
 
     SUVBW = "suvbw"
     SUVLBM = "suvlbm"
@@ -187,11 +185,27 @@ def load_series(
 
     Examples
     --------
-    >>> import islet_imaging as ii  # doctest: +SKIP
-    >>> mr = ii.load_series("exports/T1_axial")  # doctest: +SKIP
-    >>> echoes = ii.load_series("exports/dual_echo")  # list of 4 volumes  # doctest: +SKIP
+    >>> import tempfile, numpy as np
+    >>> from islet_imaging import Volume
+    >>> from islet_imaging.io.dicom_write import write_series
+    >>> axial = [[0, 0, 1], [0, 1, 0], [1, 0, 0]]  # slice normal, column and row cosines
+    >>> vol = Volume(np.arange(48, dtype=np.float32).reshape(3, 4, 4), spacing=(5, 1, 1),
+    ...              origin=(-10, 20, 30), direction=axial)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     files = write_series(vol, tmp, modality="MR")
+    ...     files[1].unlink()  # a missing slice
+    ...     try:
+    ...         load_series(tmp)
+    ...     except GeometryError as exc:
+    ...         print("refused:", exc.tag)
+    ...     mr = load_series(tmp, geometry="resample")
+    refused: ImagePositionPatient
+    >>> mr.shape, mr.spacing, mr.origin, float(mr.array[1, 0, 0])
+    ((3, 4, 4), (5.0, 1.0, 1.0), (-10.0, 20.0, 30.0), 16.0)
     """
-    volumes = load_volumes(source, series_uid=series_uid, units=units, geometry=geometry, split=split)  # fmt: skip
+    volumes = load_volumes(
+        source, series_uid=series_uid, units=units, geometry=geometry, split=split
+    )
     uids = list(dict.fromkeys(v.meta["series_uid"] for v in volumes))
     if len(uids) > 1:
         listing = "; ".join(
@@ -243,15 +257,16 @@ def _read_stack(stack: Stack, pixels: PixelReader) -> np.ndarray:
     first = stack.frames[0]
     out = np.empty((len(stack.frames), first.rows, first.columns), dtype=np.float32)
 
-    def one(k: int) -> None:
-        pixels.read_into(stack.frames[k], out[k])
+    def chunk(ks: range) -> None:
+        for k in ks:
+            pixels.read_into(stack.frames[k], out[k])
 
-    if len(stack.frames) > 8:
-        with ThreadPoolExecutor(_THREADS) as pool:
-            list(pool.map(one, range(len(stack.frames))))
+    n = len(stack.frames)
+    if n > 16:  # a few big tasks: numpy releases the GIL while converting
+        step = -(-n // 4)
+        list(thread_pool().map(chunk, [range(i, min(i + step, n)) for i in range(0, n, step)]))
     else:
-        for k in range(len(stack.frames)):
-            one(k)
+        chunk(range(n))
     if stack.resample:
         out = resample_stack(stack, out)
     return out
@@ -306,7 +321,12 @@ def _build_volume(
         "geometry_warnings": tuple(stack.warnings),
         "skipped_files": tuple((p.path, p.reason) for p in problems),
     }
-    meta = {k: (_meta_text(v) if k in ("series_description", "study_date") else v) for k, v in meta.items()}  # fmt: skip
+    meta = {
+        k: (_meta_text(v) if k in ("series_description", "study_date") else v)
+        for k, v in meta.items()
+    }
     if isinstance(meta["series_number"], tuple):
         meta["series_number"] = meta["series_number"][0]
-    return Volume(array, spacing=stack.spacing, origin=stack.origin, direction=stack.direction, meta=meta)  # fmt: skip
+    return Volume(
+        array, spacing=stack.spacing, origin=stack.origin, direction=stack.direction, meta=meta
+    )

@@ -23,6 +23,7 @@ same Volume twice gives identical bytes.
 
 from __future__ import annotations
 
+import copy
 import enum
 import math
 import os
@@ -35,11 +36,11 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     MRImageStorage,
     PositronEmissionTomographyImageStorage,
     RLELossless,
-    UID,
     generate_uid,
 )
 
@@ -47,13 +48,23 @@ from islet_imaging._atomic import atomic_path
 from islet_imaging.errors import IsletImagingError
 from islet_imaging.volume import Volume
 
-__all__ = ["Modality", "Rescale", "write_series", "series_datasets", "deterministic_uid"]
+__all__ = ["Modality", "Rescale", "deterministic_uid", "series_datasets", "write_series"]
 
 #: Implementation identity written in every file meta header (fixed, so bytes are reproducible).
 IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.8.498.34171513926395473102883520549")
 IMPLEMENTATION_VERSION_NAME = "ISLET_IMAGING_01"
 
 _SOP_CLASS = {"MR": MRImageStorage, "PT": PositronEmissionTomographyImageStorage}
+_PER_SLICE_KEYWORDS = frozenset(
+    {
+        "SOPInstanceUID",
+        "InstanceNumber",
+        "ImagePositionPatient",
+        "SliceLocation",
+        "ImageIndex",
+        "RescaleSlope",
+    }
+)
 _TRANSFER_SYNTAX_ALIASES = {
     "explicit": ExplicitVRLittleEndian,
     "uncompressed": ExplicitVRLittleEndian,
@@ -318,77 +329,86 @@ def series_datasets(
                 value=len(source),
             )
 
+    template = Dataset()
+    template.SpecificCharacterSet = "ISO_IR 100"
+    template.SOPClassUID = sop_class
+    template.StudyDate = study_date
+    template.SeriesDate = series_date
+    template.ContentDate = series_date
+    template.StudyTime = study_time
+    template.SeriesTime = series_time
+    template.ContentTime = series_time
+    template.AccessionNumber = ""
+    template.Modality = modality.value
+    template.Manufacturer = "islet-imaging phantom"
+    template.ReferringPhysicianName = ""
+    template.SeriesDescription = series_description
+    template.PatientName = patient_name
+    template.PatientID = patient_id
+    template.PatientBirthDate = ""
+    template.PatientSex = ""
+    template.BodyPartExamined = "ARM"
+    template.Laterality = ""
+    template.SliceThickness = _ds(volume.spacing[0])
+    template.SpacingBetweenSlices = _ds(volume.spacing[0])
+    template.StudyInstanceUID = study_uid
+    template.SeriesInstanceUID = series_uid
+    template.StudyID = "1"
+    template.SeriesNumber = int(series_number)
+    template.PatientOrientation = ""
+    template.ImageOrientationPatient = iop
+    template.FrameOfReferenceUID = frame_of_reference_uid
+    template.PositionReferenceIndicator = ""
+    template.SamplesPerPixel = 1
+    template.PhotometricInterpretation = "MONOCHROME2"
+    template.Rows = ny
+    template.Columns = nx
+    template.PixelSpacing = [_ds(volume.spacing[1]), _ds(volume.spacing[2])]
+    template.BitsAllocated = 16
+    template.BitsStored = 16
+    template.HighBit = 15
+    template.PixelRepresentation = 1 if dtype.kind == "i" else 0
+    _modality_defaults(template, modality, volume, series_date, series_time)
+    if rescale is not Rescale.NONE:
+        template.RescaleIntercept = "0"
+        if modality is Modality.MR:
+            template.RescaleType = "US"
+    tags = dict(tags or {})
+    for keyword, value in tags.items():
+        _set_tag(template, keyword, value)
+    # user tags that replace per-slice values are re-applied after them
+    slice_overrides = {k: v for k, v in tags.items() if k in _PER_SLICE_KEYWORDS}
+
     datasets = []
     for k in range(nz):
         position = origin + k * volume.spacing[0] * normal
-        sop_uid = deterministic_uid(series_uid, "instance", k)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-
         ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyDate = study_date
-        ds.SeriesDate = series_date
-        ds.ContentDate = series_date
-        ds.StudyTime = study_time
-        ds.SeriesTime = series_time
-        ds.ContentTime = series_time
-        ds.AccessionNumber = ""
-        ds.Modality = modality.value
-        ds.Manufacturer = "islet-imaging phantom"
-        ds.ReferringPhysicianName = ""
-        ds.SeriesDescription = series_description
-        ds.PatientName = patient_name
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = ""
-        ds.PatientSex = ""
-        ds.BodyPartExamined = "ARM"
-        ds.Laterality = ""
-        ds.SliceThickness = _ds(volume.spacing[0])
-        ds.SpacingBetweenSlices = _ds(volume.spacing[0])
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = "1"
-        ds.SeriesNumber = int(series_number)
+        for element in template:  # independent elements: editing one slice never leaks
+            ds.add(copy.deepcopy(element) if element.VR == "SQ" else copy.copy(element))
+        ds.SOPInstanceUID = deterministic_uid(series_uid, "instance", k)
         ds.InstanceNumber = k + 1
-        ds.PatientOrientation = ""
         ds.ImagePositionPatient = [_ds(v) for v in position]
-        ds.ImageOrientationPatient = iop
-        ds.FrameOfReferenceUID = frame_of_reference_uid
-        ds.PositionReferenceIndicator = ""
         ds.SliceLocation = _ds(float(position @ dicom_normal))
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = ny
-        ds.Columns = nx
-        ds.PixelSpacing = [_ds(volume.spacing[1]), _ds(volume.spacing[2])]
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1 if dtype.kind == "i" else 0
-        _modality_defaults(ds, modality, volume, series_date, series_time)
         if modality is Modality.PT:
             ds.ImageIndex = k + 1
         if rescale is not Rescale.NONE:
-            ds.RescaleIntercept = "0"
             ds.RescaleSlope = f"{slopes[k]:.8g}"
-            if modality is Modality.MR:
-                ds.RescaleType = "US"
-        for keyword, value in (tags or {}).items():
+        for keyword, value in slice_overrides.items():
             _set_tag(ds, keyword, value)
         for keyword, source in per_slice_tags.items():
             _set_tag(ds, keyword, source(k) if callable(source) else source[k])
+
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", sop_class)
+        meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "1.2.3")
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+        ds.file_meta = meta
         if pixel_data:
             ds.PixelData = np.ascontiguousarray(stored[k]).astype(dtype.newbyteorder("<")).tobytes()
             if ts_uid == RLELossless:
-                ds.compress(RLELossless, encoding_plugin="pydicom")
+                ds.compress(RLELossless, encoding_plugin="pydicom", generate_instance_uid=False)
         else:
             meta.TransferSyntaxUID = ts_uid
         datasets.append(ds)
@@ -453,7 +473,7 @@ def write_series(
     ...     files = write_series(vol, tmp, modality="MR", uid_seed=1)
     ...     ds = pydicom.dcmread(files[1])
     >>> [float(v) for v in ds.PixelSpacing], [float(v) for v in ds.ImagePositionPatient]
-    ([0.5, 0.6], [0.0, 0.0, 3.0])
+    ([0.5, 0.6], [3.0, 0.0, 0.0])
     >>> int(ds.pixel_array[2, 3])
     23
     """

@@ -9,12 +9,6 @@ path followed by the member name (``/data/study.zip/DICOM/IM0001``), and
 :func:`islet_imaging.load_series` reads such paths straight from the archive. Archive members
 and DICOMDIR file references that would leave the root (absolute paths, ``..``) are refused and
 listed as problems. Zip files found inside a scanned folder are not opened (scan them directly).
-
-Examples
---------
->>> import islet_imaging as ii  # doctest: +SKIP
->>> index = ii.scan("exports/")  # doctest: +SKIP
->>> volume = ii.load_series(index.series[0])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -25,7 +19,6 @@ import sys
 import zipfile
 from collections import defaultdict
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +29,7 @@ from islet_imaging.io._dicom_files import (
     ZipReader,
     is_safe_member,
     read_dicom_file,
+    thread_pool,
 )
 from islet_imaging.io._dicom_frames import orientation_label
 
@@ -51,7 +45,6 @@ __all__ = [
 
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 _PROGRESS_MIN_FILES = 200
-_THREADS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,20 +273,24 @@ def read_headers(
         except NotDicomError as exc:
             return FileProblem(path, str(exc))
 
-    results: list[DicomFile | FileProblem] = []
-    try:
-        with ThreadPoolExecutor(_THREADS) as pool:
-            jobs = pool.map(one, files)
-            if _want_progress(progress, len(files)):
-                from rich.progress import Progress
+    def chunk(paths: list[str]) -> list[DicomFile | FileProblem]:
+        return [one(p) for p in paths]
 
-                with Progress(transient=True, console=_stderr_console()) as bar:
-                    task = bar.add_task("Reading DICOM headers", total=len(files))
-                    for result in jobs:
-                        results.append(result)
-                        bar.advance(task)
-            else:
-                results = list(jobs)
+    results: list[DicomFile | FileProblem] = []
+    size = 8  # files per task: fewer futures, still overlapping I/O
+    chunks = [files[i : i + size] for i in range(0, len(files), size)]
+    try:
+        jobs = (r for c in thread_pool().map(chunk, chunks) for r in c)
+        if _want_progress(progress, len(files)):
+            from rich.progress import Progress
+
+            with Progress(transient=True, console=_stderr_console()) as bar:
+                task = bar.add_task("Reading DICOM headers", total=len(files))
+                for result in jobs:
+                    results.append(result)
+                    bar.advance(task)
+        else:
+            results = list(jobs)
     finally:
         reader.close()
     good = [r for r in results if isinstance(r, DicomFile)]
@@ -327,6 +324,21 @@ def scan(path: str | os.PathLike, *, progress: bool | None = None) -> DicomIndex
     ------
     IsletImagingError
         Only if ``path`` itself does not exist or is an unreadable archive/DICOMDIR.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from islet_imaging import Volume, load_series
+    >>> from islet_imaging.io.dicom_write import write_series
+    >>> axial = [[0, 0, 1], [0, 1, 0], [1, 0, 0]]  # slice normal, column and row cosines
+    >>> vol = Volume(np.zeros((4, 8, 8), np.float32), spacing=(3, 1, 1), direction=axial)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = write_series(vol, tmp, modality="MR", series_description="T1")
+    ...     index = scan(tmp)
+    ...     entry = index.series[0]
+    ...     loaded = load_series(entry)
+    >>> entry.description, entry.n_instances, entry.orientation, loaded.shape
+    ('T1', 4, 'axial', (4, 8, 8))
     """
     files, problems = list_files(path)
     dicoms, bad = read_headers(files, progress=progress)
@@ -394,7 +406,9 @@ def _series_entry(uid: str, members: list[DicomFile]) -> SeriesEntry:
         n = dicom.get("NumberOfFrames", 1)
         frames += int(n) if isinstance(n, int | float) and n > 0 else 1
         for iop in _orientations(dicom):
-            if not any(max(abs(a - b) for a, b in zip(iop, o, strict=True)) < 1e-3 for o in orientations):  # fmt: skip
+            if not any(
+                max(abs(a - b) for a, b in zip(iop, o, strict=True)) < 1e-3 for o in orientations
+            ):
                 orientations.append(iop)
         itype = _text(dicom.get("ImageType"))
         if itype and itype not in image_types:

@@ -19,10 +19,13 @@ Segment codes (DICOM CID 7150 / 7151, SNOMED CT):
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import enum
 import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +235,7 @@ def build_seg(
     series_description: str = "Islet graft segmentation",
     content_creator: str | None = None,
     include_graft: bool = False,
+    reference_mask: Volume | None = None,
 ) -> hd.seg.Segmentation:
     """Build a DICOM SEG (BINARY) of ``mask`` referencing the series of ``image``.
 
@@ -257,9 +261,13 @@ def build_seg(
     series_number, series_description, content_creator
         Header values of the new SEG series.
     include_graft
-        For a label map: also write the union of all labels as segment 1 "Graft" (tracking
-        identifier "graft"), before the deposits; segments then overlap, so read them back with
-        ``read_seg(..., segments=...)``.
+        For a label map: also write the union of all labels as a segment "Graft" (tracking
+        identifier "graft") after the deposits; segments then overlap, so read them back with
+        ``read_seg(..., segments=...)``. Segment numbers are 1..n for the n label values in
+        increasing order (so labels 1..n keep their numbers), then "Graft", then the reference.
+    reference_mask : Volume, optional
+        Reference-muscle ROI, written as a last segment "Reference muscle" (tracking identifier
+        "reference", SNOMED CT skeletal muscle), so reference measurements can be exported to SR.
 
     Returns
     -------
@@ -291,42 +299,93 @@ def build_seg(
             version=algorithm_version,
         )
     patient_id = str(getattr(headers[0], "PatientID", "") or "")
-    category, prop_type = kind.codes
     default_name = {
         SegmentKind.GRAFT: "Graft",
         SegmentKind.DEPOSIT: "Deposit",
         SegmentKind.REFERENCE_MUSCLE: "Reference muscle",
     }[kind]
-    # (label text, tracking id, voxels) of every segment, in segment-number order
+    # (label text, tracking id, kind, voxels) of every segment, in segment-number order
     entries = []
-    if include_graft and not boolean:
-        entries.append(("Graft", "graft", array > 0))
     for value in values:
         label = (labels or {}).get(value) or (
             default_name if boolean else f"{default_name} {value}"
         )
-        entries.append((label, (tracking_ids or {}).get(value) or label.lower(), array == value))
+        track = (tracking_ids or {}).get(value) or label.lower()
+        entries.append((label, track, kind, array == value))
+    if include_graft and not boolean:
+        entries.append(("Graft", "graft", SegmentKind.GRAFT, array > 0))
+    if reference_mask is not None:
+        ref = _on_source_grid(reference_mask, image)
+        entries.append(
+            ("Reference muscle", "reference", SegmentKind.REFERENCE_MUSCLE, ref.array > 0)
+        )
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=label[:64],
-            segmented_property_category=category,
-            segmented_property_type=prop_type,
+            segmented_property_category=segment_kind.codes[0],
+            segmented_property_type=segment_kind.codes[1],
             algorithm_type=algorithm_type.value,
             algorithm_identification=identification,
             tracking_uid=tracking_uid(patient_id, track),
             tracking_id=track[:64],
             anatomic_regions=[_FOREARM],
         )
-        for number, (label, track, _) in enumerate(entries, start=1)
+        for number, (label, track, segment_kind, _) in enumerate(entries, start=1)
     ]
     # frames x rows x columns x segments, one binary plane per segment
-    stacked = np.stack([voxels for _, _, voxels in entries], axis=-1)
+    stacked = np.stack([entry[-1] for entry in entries], axis=-1)
     if frames[0] is None:
         pixel_array = stacked
     else:
         pixel_array = np.zeros((int(headers[0].NumberOfFrames), *stacked.shape[1:]), bool)
         pixel_array[np.asarray(frames) - 1] = stacked
+    with _source_name_warnings_ignored():
+        return _segmentation(
+            headers, pixel_array, descriptions, series_number, series_description, content_creator
+        )
+
+
+@contextlib.contextmanager
+def _source_name_warnings_ignored() -> Iterator[None]:
+    """highdicom warns about single-component person names copied from the source images
+    (e.g. PatientName "CS Test"): a property of the input, not something to fix here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r".*unlikely to represent the intended person name",
+            category=UserWarning,
+        )
+        yield
+
+
+def _shared_plane_geometry(source: pydicom.Dataset) -> pydicom.Dataset:
+    """Copy of an enhanced header whose shared functional groups hold the pixel measures and
+    plane orientation, which some vendors (Philips) store per frame only; highdicom reads them
+    from the shared groups. The loader has checked that they are the same for every frame."""
+    shared = source.SharedFunctionalGroupsSequence[0]
+    if "PixelMeasuresSequence" in shared and "PlaneOrientationSequence" in shared:
+        return source
+    header = copy.deepcopy(source)
+    shared = header.SharedFunctionalGroupsSequence[0]
+    first = header.PerFrameFunctionalGroupsSequence[0]
+    for keyword in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
+        if keyword not in shared:
+            setattr(shared, keyword, copy.deepcopy(first[keyword].value))
+    return header
+
+
+def _segmentation(
+    headers: Sequence[pydicom.Dataset],
+    pixel_array: np.ndarray,
+    descriptions: list[hd.seg.SegmentDescription],
+    series_number: int,
+    series_description: str,
+    content_creator: str | None,
+) -> hd.seg.Segmentation:
+    source = headers[0]
+    if "PerFrameFunctionalGroupsSequence" in source:
+        headers = [_shared_plane_geometry(source)]
     return hd.seg.Segmentation(
         source_images=list(headers),
         pixel_array=pixel_array,
@@ -411,8 +470,13 @@ def seg_segments(seg: str | os.PathLike | pydicom.Dataset) -> list[SegmentInfo]:
 
 
 def _frame_segment_numbers(seg: hd.seg.Segmentation) -> list[int]:
+    shared = seg.SharedFunctionalGroupsSequence[0]
     return [
-        int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        int(
+            (fg if "SegmentIdentificationSequence" in fg else shared)
+            .SegmentIdentificationSequence[0]
+            .ReferencedSegmentNumber
+        )
         for fg in seg.PerFrameFunctionalGroupsSequence
     ]
 
@@ -479,10 +543,16 @@ def read_seg(
         hd_vol = seg.get_volume(
             combine_segments=True, relabel=False, dtype=np.uint16, segment_numbers=sorted(wanted)
         )
-        affine = np.asarray(hd_vol.affine)
+        affine = np.asarray(hd_vol.affine, dtype=float)
+        array = np.asarray(hd_vol.array)
         spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        normal = np.cross(affine[:3, 2], affine[:3, 1])
+        if float(np.dot(normal, affine[:3, 0])) < 0:  # slices along the DICOM normal, as the loader
+            affine[:3, 3] += affine[:3, 0] * (array.shape[0] - 1)
+            affine[:3, 0] *= -1
+            array = array[::-1]
         return Volume(
-            np.ascontiguousarray(hd_vol.array),
+            np.ascontiguousarray(array),
             spacing=tuple(spacing),
             origin=tuple(affine[:3, 3]),
             direction=affine[:3, :3] / spacing,

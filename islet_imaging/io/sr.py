@@ -35,7 +35,12 @@ from pydicom.sr.coding import Code
 from islet_imaging import __version__
 from islet_imaging._atomic import atomic_path
 from islet_imaging.errors import DicomSeriesError, IsletImagingError
-from islet_imaging.io.seg import _as_seg, seg_segments, source_headers
+from islet_imaging.io.seg import (
+    _as_seg,
+    _source_name_warnings_ignored,
+    seg_segments,
+    source_headers,
+)
 from islet_imaging.volume import Volume
 
 __all__ = ["METRICS", "build_sr", "object_tracking_id", "read_sr", "write_sr"]
@@ -93,15 +98,20 @@ def _suv_kind(unit: Any) -> str:
     return "bw"
 
 
-def object_tracking_id(obj: Any) -> str:
+def object_tracking_id(obj: Any, label: Any = None) -> str:
     """Tracking identifier of a measured object: ``"graft"`` for the whole graft (label 0,
-    "graft", "all", "total"), ``"deposit <n>"`` for deposit label n, else the lowercased name.
+    "graft", "all", "total"), ``"deposit <n>"`` for deposit label n (``obj`` = n, or
+    ``obj`` = "deposit" and ``label`` = n), else the lowercased name (e.g. "reference").
 
     Examples
     --------
     >>> object_tracking_id(0), object_tracking_id(3), object_tracking_id("Deposit 2")
     ('graft', 'deposit 3', 'deposit 2')
+    >>> object_tracking_id("deposit", 4)
+    'deposit 4'
     """
+    if str(obj).strip().lower() == "deposit" and label is not None and not pd.isna(label):
+        return f"deposit {int(label)}"
     if isinstance(obj, (int, np.integer)) or (isinstance(obj, str) and obj.strip().isdigit()):
         n = int(obj)
         return "graft" if n == 0 else f"deposit {n}"
@@ -137,10 +147,12 @@ def build_sr(
     Parameters
     ----------
     measurements : DataFrame
-        Tidy table, one row per object × metric, with columns ``metric``, ``value``, ``unit``,
-        an object column (``object``, ``label`` or ``deposit``: 0 / "graft" for the whole graft,
-        n for deposit n) and optionally ``method``. Rows whose metric is not in :data:`METRICS`
-        are not exported. Volumes are in mL; SUV kind (bw, lbm, bsa, ibw) is read from ``unit``.
+        Tidy table of :func:`~islet_imaging.measure.records.measure_graft` (or the study
+        pipeline), one row per object × metric, with columns ``metric``, ``value``, ``unit``,
+        ``object`` ("graft", "deposit <n>", "reference"; or "deposit" with a ``label`` column)
+        or only ``label`` (0 = graft), and optionally ``method``. Rows whose metric is not in
+        :data:`METRICS` are not exported. Volumes are in mL; the SUV kind (bw, lbm, bsa, ibw) is
+        read from ``unit``.
     seg
         The DICOM SEG (path or dataset) whose segments the objects are; each object is matched to
         the segment with the same tracking identifier (:func:`object_tracking_id`).
@@ -156,7 +168,8 @@ def build_sr(
     """
     seg_ds = _as_seg(seg)
     segments = {s.tracking_id: s for s in seg_segments(seg_ds)}
-    obj_col = _column(measurements, ("object", "label", "deposit"))
+    obj_col = _column(measurements, ("object", "label"))
+    label_col = "label" if obj_col == "object" and "label" in measurements.columns else None
     metric_col = _column(measurements, ("metric",))
     value_col = _column(measurements, ("value",))
     unit_col = _column(measurements, ("unit",))
@@ -168,7 +181,17 @@ def build_sr(
 
     algorithm = hd.sr.AlgorithmIdentification(name="islet-imaging", version=__version__)
     groups = []
-    table = measurements.assign(_metric=measurements[metric_col].map(_canonical_metric))
+    table = measurements.assign(
+        _metric=measurements[metric_col].map(_canonical_metric),
+        _object=[
+            object_tracking_id(obj, None if label_col is None else label)
+            for obj, label in zip(
+                measurements[obj_col],
+                measurements[label_col] if label_col else [None] * len(measurements),
+                strict=True,
+            )
+        ],
+    )
     table = table[table["_metric"].notna()]
     if table.empty:
         raise IsletImagingError(
@@ -177,16 +200,17 @@ def build_sr(
             value=sorted(set(measurements[metric_col].astype(str))),
             hint=f"the SR carries {', '.join(METRICS)}",
         )
-    for obj, rows in table.groupby(obj_col, sort=True):
-        track = object_tracking_id(obj)
-        segment = segments.get(track)
-        if segment is None:
-            raise IsletImagingError(
-                "a measured object has no segment in the SEG",
-                tag="TrackingID",
-                value=track,
-                hint=f"the SEG has segments {sorted(segments)}; write it from the same labels",
-            )
+    missing = sorted(set(table["_object"]) - set(segments))
+    if missing:
+        raise IsletImagingError(
+            "measured objects have no segment in the SEG",
+            tag="TrackingID",
+            value=missing,
+            hint=f"the SEG has segments {sorted(segments)}: write it from the same labels "
+            "(include_graft=True for graft totals, reference_mask= for the reference muscle)",
+        )
+    for track, rows in table.groupby("_object", sort=True):
+        segment = segments[track]
         items = []
         for _, row in rows.iterrows():
             metric = row["_metric"]
@@ -238,6 +262,16 @@ def build_sr(
         procedure_reported=Code("363679005", "SCT", "Imaging procedure"),
         imaging_measurements=groups,
     )
+    with _source_name_warnings_ignored():
+        return _comprehensive_sr(evidence, report, series_number, series_description)
+
+
+def _comprehensive_sr(
+    evidence: list[pydicom.Dataset],
+    report: hd.sr.MeasurementReport,
+    series_number: int,
+    series_description: str,
+) -> hd.sr.Comprehensive3DSR:
     return hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report,

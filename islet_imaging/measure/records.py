@@ -142,7 +142,8 @@ def measure_graft(
         PET in SUV (or any PET units): SUVmax, SUVmean, SUVpeak, SUV·mL, %ID (SUVbw with a
         known weight), ratios to ``reference``, partial-volume corrected means.
     activity : Volume, optional
-        PET in Bq/mL (before SUV conversion): total uptake in kBq and, with
+        PET in Bq/mL (before SUV conversion): total activity in kBq (Σ concentration ×
+        occupancy × PET voxel volume, no partial-volume correction) and, with
         ``injected_dose_bq``, %ID.
     reference : Volume, optional
         Reference-muscle mask (any grid).
@@ -215,12 +216,12 @@ def measure_graft(
     if suv is not None and ids:
         _measure_pet(add, suv, labels, ids, names, reference, volumes, fwhm_mm, pvc, body_weight_kg)
     if activity is not None and ids:
-        masks = _masks_on(activity, labels, ids)
+        fractions = label_fractions(labels, activity, ids)
+        fractions[0] = np.clip(sum(fractions.values()), 0, 1)
+        values = np.asarray(activity.array, np.float64)
         for lab in [0, *ids]:
-            vol = total if lab == 0 else volumes[lab]
-            mean = first_order(activity, masks[lab])["mean"]
-            kbq = mean * vol / 1000.0
-            add(names[lab], "total_activity", kbq, "kBq", "mean_x_volume", activity)
+            kbq = float((values * fractions[lab]).sum()) * activity.voxel_volume_ml / 1000.0
+            add(names[lab], "total_activity", kbq, "kBq", "occupancy_weighted_sum", activity)
             if injected_dose_bq:
                 add(
                     names[lab],
@@ -270,10 +271,11 @@ def _measure_pet(add, suv, labels, ids, names, reference, volumes, fwhm_mm, pvc,
     total = float(sum(volumes.values()))
     ref_mean = None
     if reference is not None:
-        ref_mask = _masks_on(suv, reference.with_array(reference.array.astype(np.int32)), [1])[1]
-        if ref_mask.any():
-            ref_mean = first_order(suv, ref_mask)["mean"]
-            add("reference", "suv_mean", ref_mean, unit, "first_order", suv)
+        ref_frac = label_fractions(reference.with_array(reference.array.astype(np.int32)), suv, [1])
+        if ref_frac[1].sum() > 0:
+            values = np.asarray(suv.array, np.float64)
+            ref_mean = float((values * ref_frac[1]).sum() / ref_frac[1].sum())
+            add("reference", "suv_mean", ref_mean, unit, "occupancy_weighted_mean", suv)
     if weight is None and unit == "SUVbw":
         weight = ((suv.meta.get("suv") or {}).get("tags") or {}).get("weight_kg")
     for lab in [0, *ids]:
@@ -328,9 +330,8 @@ def _measure_pet(add, suv, labels, ids, names, reference, volumes, fwhm_mm, pvc,
         return
     params = {"fwhm_mm": fwhm}
     if "rc" in pvc:
-        union = {0: np.clip(sum(fractions.values()), 0, 1)}
         background = ref_mean or 0.0
-        res = rc_correct(suv, {**union, **fractions}, fwhm_mm=fwhm, background=background)
+        res = rc_correct(suv, labels, fwhm_mm=fwhm, background=background)
         for lab, r in res.items():
             add(names[lab], "recovery_coefficient", r["rc"], "1", "pvc_rc", suv, **params)
             add(
@@ -344,7 +345,7 @@ def _measure_pet(add, suv, labels, ids, names, reference, volumes, fwhm_mm, pvc,
                 **params,
             )
     if "gtm" in pvc:
-        res = gtm_correct(suv, fractions, fwhm_mm=fwhm)
+        res = gtm_correct(suv, labels, fwhm_mm=fwhm)
         weighted = sum(res[lab]["corrected"] * volumes[lab] for lab in ids) / total
         add("graft", "suv_mean_pvc", weighted, unit, "pvc_gtm", suv, **params)
         for lab in ids:

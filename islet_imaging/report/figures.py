@@ -123,7 +123,7 @@ def visit_thumbnail(
         (row, column) spacing in mm, so the image keeps its physical aspect ratio.
     pet
         Optional 2D SUV slice resampled on the same pixels, drawn with the ``hot`` colour map
-        where above 10 % of its maximum.
+        where above 35 % of its maximum (hot spots, not the muscle background).
     title
         Caption above the image.
 
@@ -143,8 +143,8 @@ def visit_thumbnail(
         pet = np.asarray(pet, dtype=float)
         peak = float(np.nanmax(pet)) if np.isfinite(pet).any() else 0.0
         if peak > 0:
-            shown = np.ma.masked_less(pet, 0.1 * peak)
-            axis.imshow(shown, cmap="hot", alpha=0.45, vmin=0, vmax=peak, extent=extent)
+            shown = np.ma.masked_less(pet, 0.35 * peak)
+            axis.imshow(shown, cmap="hot", alpha=0.5, vmin=0, vmax=1.3 * peak, extent=extent)
     binary = np.asarray(mask) > 0
     if binary.any():
         x = (np.arange(cols) + 0.5) * pixel_spacing[1]

@@ -38,18 +38,19 @@ __all__ = ["KEY_METRICS", "write_report", "ReportFiles"]
 
 #: Metrics of the whole graft shown in the visit tables, in order, with their column titles.
 KEY_METRICS: dict[str, str] = {
-    "volume_ml": "Volume",
-    "n_deposits": "Deposits",
+    "volume": "Volume",
+    "deposit_count": "Deposits",
     "suv_max": "SUVmax",
     "suv_mean": "SUVmean",
     "suv_peak": "SUVpeak",
-    "suv_mean_ratio": "SUVmean / muscle",
-    "suv_max_ratio": "SUVmax / muscle",
-    "total_uptake_suv_ml": "SUVmean × mL",
-    "mr_mean_ratio": "MR / muscle",
+    "suv_mean_pvc": "SUVmean (PVC)",
+    "suv_mean_ratio_to_reference": "SUVmean / muscle",
+    "suv_max_ratio_to_reference": "SUVmax / muscle",
+    "total_uptake": "SUVmean × mL",
+    "mr_ratio_to_reference": "MR / muscle",
     "mr_cnr": "MR CNR",
 }
-_VOLUME_METRICS = {"volume_ml": "Graft volume", "n_deposits": "Deposits"}
+_VOLUME_METRICS = {"volume": "Graft volume", "deposit_count": "Deposits"}
 _SUV_METRICS = {"suv_max": "SUVmax", "suv_mean": "SUVmean", "suv_peak": "SUVpeak"}
 
 _TEMPLATES = jinja2.Environment(
@@ -102,7 +103,7 @@ def _graft_rows(table: pd.DataFrame, visits: pd.DataFrame) -> tuple[list[str], l
             row = hit.iloc[0]
             cells.append(
                 {
-                    "value": _fmt(row["value"], row["unit"] if metric != "n_deposits" else None),
+                    "value": _fmt(row["value"], None if row["unit"] in ("1", "") else row["unit"]),
                     "change": _pct(row["change_baseline_pct"]),
                     "change_previous": _pct(row["change_previous_pct"]),
                     "flag": row["flag_baseline"],
@@ -265,11 +266,11 @@ def write_report(
         has_deposits = pt["object"].str.match(r"^(D\d+|deposit)").any()
         deposit_trend = None
         if has_deposits:
-            deposit_rows = pt[pt["object"] != "graft"]
+            deposit_rows = pt[pt["object"].str.match(r"^(D\d+|deposit)")]
             deposit_trend = save_png(
                 f"{stem}_deposits.png",
                 figures.trend_plot(
-                    deposit_rows, {"volume_ml": "Deposit volume", **_SUV_METRICS},
+                    deposit_rows, {"volume": "Deposit volume", **_SUV_METRICS},
                     title="Per deposit", by_object=True,
                 ),
             )  # fmt: skip
@@ -308,7 +309,7 @@ def write_report(
         cohort_rows.append(_cohort_row(stem, pv, pt, identity))
 
     cohort_figures = []
-    for metric, title in (("volume_ml", "Graft volume"), ("suv_max", "SUVmax"), ("suv_peak", "SUVpeak")):
+    for metric, title in (("volume", "Graft volume"), ("suv_max", "SUVmax"), ("suv_peak", "SUVpeak")):
         if (table["metric"] == metric).any():
             cohort_figures.append(
                 save_png(f"cohort_{metric}.png", figures.cohort_plot(table, metric=metric, title=title))
@@ -338,7 +339,7 @@ def _limit_text(limit: ChangeLimit) -> str:
 
 
 def _deposit_rows(table: pd.DataFrame) -> list[dict]:
-    rows = table[(table["object"] != "graft") & (table["metric"] == "volume_ml")]
+    rows = table[table["object"].str.match(r"^(D\d+|deposit)") & (table["metric"] == "volume")]
     return [
         {
             "object": r.object,
@@ -367,7 +368,7 @@ def _run_rows(runs: pd.DataFrame) -> list[dict]:
 
 
 def _cohort_row(stem: str, visits: pd.DataFrame, table: pd.DataFrame, identity: dict) -> dict:
-    volume = table[(table["object"] == "graft") & (table["metric"] == "volume_ml")]
+    volume = table[(table["object"] == "graft") & (table["metric"] == "volume")]
     volume = volume.sort_values("days")
     row = {
         "patient": stem,

@@ -7,9 +7,12 @@ in mm; sizes are in mm and mm³, never voxels.
 
 MR methods (:class:`MRMethod`)
     ``reference``: voxels brighter than mean + k·SD of a reference-muscle ROI (darker than
-    mean − k·SD with ``polarity='dark'``, for iron-labelled islets) are the cores; each core's
-    boundary is then placed at ``boundary_fraction`` (default half) of the way from the muscle
-    mean to the core's median intensity (hysteresis), which is unbiased for partial-volume edges.
+    mean − k·SD with ``polarity='dark'``, for iron-labelled islets) are the cores. A core must
+    also stand k·SD above the muscle around it (median in a 3–8 mm shell), which rejects bias
+    field and muscle-to-muscle signal differences; its edge is then placed at
+    ``boundary_fraction`` (default half) of the way from that local muscle level to the core's
+    level (90th percentile) and the region grown from the core down to it (hysteresis), which
+    is unbiased for partial-volume edges.
     ``otsu`` / ``multi_otsu``: Otsu threshold(s) computed inside the muscle compartment; the
     brightest (or darkest) class is the graft. ``region_growing``: from each seed, the connected
     voxels beyond the level half-way between reference muscle and the seed neighbourhood.
@@ -62,6 +65,8 @@ __all__ = [
 
 
 LEVEL_PCT = 90
+#: Shell (mm from a core) where the local muscle level around an MR core is measured.
+BACKGROUND_SHELL_MM = (3.0, 8.0)
 
 
 class MRMethod(StrEnum):
@@ -124,7 +129,7 @@ def segment_graft_mr(
     mr: Volume,
     *,
     method: MRMethod | str = MRMethod.REFERENCE,
-    k: float = 3.0,
+    k: float = 5.0,
     polarity: Polarity | str = Polarity.BRIGHT,
     reference: Volume | None = None,
     region: Volume | None = None,
@@ -208,7 +213,7 @@ def segment_graft_mr(
         high = mean + k * sd
         params["k"] = k
         params["threshold"] = sign * high
-        mask = _hysteresis(mr, signal, allowed, high, mean, sd, boundary_fraction, min_volume_mm3)
+        mask = _hysteresis(mr, signal, allowed, k, mean, sd, boundary_fraction, min_volume_mm3)
     elif method is MRMethod.OTSU:
         t = float(threshold_otsu(signal[allowed]))
         params["threshold"] = sign * t
@@ -267,32 +272,48 @@ def _hysteresis(
     mr: Volume,
     signal: np.ndarray,
     allowed: np.ndarray,
-    high: float,
+    k: float,
     mean: float,
     sd: float,
     boundary_fraction: float | None,
     min_volume_mm3: float,
 ) -> np.ndarray:
-    """Cores above ``high``; each core's edge moved to its own half-level (see module doc)."""
+    """Cores above mean + k·SD, kept when they stand out from their own surroundings.
+
+    For each core, the local muscle level ``b`` is the median of the search region in a shell
+    ``BACKGROUND_SHELL_MM`` around it (the reference mean when the shell is empty). A core whose
+    level (90th percentile) is less than k·SD above ``b`` is a bias-field or muscle-signal
+    variation and is dropped; otherwise its edge is placed at ``b + boundary_fraction·(level −
+    b)`` (at least 2 SD above ``b``) and the region is grown from the core down to that level.
+    """
+    high = mean + k * sd
     core = (signal >= high) & allowed
-    if boundary_fraction is None:
-        return core
     labels, n = label_components(core)
     if n == 0:
         return core
     voxel_mm3 = float(np.prod(mr.spacing))
     counts = np.bincount(labels.ravel(), minlength=n + 1)
-    margin = _margin(mr.spacing, 3 * max(mr.spacing))
+    inner, outer = BACKGROUND_SHELL_MM
+    margin = _margin(mr.spacing, outer)
     out = np.zeros(mr.shape, bool)
     for index, slices in enumerate(ndi.find_objects(labels), start=1):
         if slices is None or counts[index] * voxel_mm3 < min_volume_mm3 / 4:
             continue
         crop = _crop(slices, mr.shape, margin)
         this = labels[crop] == index
-        level = float(np.percentile(signal[crop][this], LEVEL_PCT))
-        low = max(mean + boundary_fraction * (level - mean), mean + 2.0 * sd)
+        values = signal[crop]
+        level = float(np.percentile(values[this], LEVEL_PCT))
+        distance = ndi.distance_transform_edt(~this, sampling=mr.spacing)
+        shell = (distance > inner) & (distance <= outer) & allowed[crop] & ~core[crop]
+        local = float(np.median(values[shell])) if shell.sum() >= 10 else mean
+        if level - local < k * sd:
+            continue
+        if boundary_fraction is None:
+            out[crop] |= this
+            continue
+        low = max(local + boundary_fraction * (level - local), local + 2.0 * sd)
         marker = np.zeros(mr.shape, bool)
-        marker[crop] = this & (signal[crop] >= low)
+        marker[crop] = this & (values >= low)
         if not marker[crop].any():
             continue
         out |= _grow(signal, allowed, low, marker, crop)
@@ -479,7 +500,7 @@ def segment_graft_mr_pet_guided(
     min_peak_suv: float | None = None,
     pet_seeds_mm: Sequence[Sequence[float]] | None = None,
     margin_mm: float = 5.0,
-    k: float = 3.0,
+    k: float = 5.0,
     polarity: Polarity | str = Polarity.BRIGHT,
     reference: Volume | None = None,
     region: Volume | None = None,
@@ -537,6 +558,43 @@ def segment_graft_mr_pet_guided(
 
 
 # ----------------------------------------------------------------------------------- deposits
+#: Two watershed parts stay separate deposits only if the distance map at the saddle between
+#: them is at most this fraction of the smaller part's maximum (a real neck, not a bulge).
+NECK_RATIO = 0.75
+
+
+def _merge_shallow(parts: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """Merge adjacent watershed parts joined by a wide neck (see :data:`NECK_RATIO`)."""
+    n = int(parts.max())
+    peaks = ndi.maximum(distance, parts, np.arange(n + 1))
+    saddle: dict[tuple[int, int], float] = {}
+    for axis in range(3):
+        a = np.moveaxis(parts, axis, 0)
+        d = np.moveaxis(distance, axis, 0)
+        left, right = a[:-1], a[1:]
+        touch = (left != right) & (left > 0) & (right > 0)
+        pairs = np.stack(
+            [np.minimum(left[touch], right[touch]), np.maximum(left[touch], right[touch])], 1
+        )
+        values = np.minimum(d[:-1][touch], d[1:][touch])
+        for (p, q), value in zip(map(tuple, pairs), values, strict=True):
+            saddle[(p, q)] = max(saddle.get((p, q), 0.0), float(value))
+    parent = list(range(n + 1))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for (p, q), value in saddle.items():
+        if value > NECK_RATIO * min(peaks[p], peaks[q]):
+            parent[find(p)] = find(q)
+    roots = np.array([find(x) for x in range(n + 1)])
+    _, relabel = np.unique(roots, return_inverse=True)
+    return relabel.astype(np.int32)[parts]
+
+
 def split_deposits(
     mask: Volume,
     *,
@@ -549,7 +607,9 @@ def split_deposits(
     Deposits are the 26-connected components. With ``separate_touching``, a component whose
     distance map (mm, computed with the physical voxel spacing) has several maxima standing
     more than ``split_depth_mm`` above the saddle between them is cut along the watershed of
-    the distance map (touching spheres become two deposits; a single ellipsoid stays one).
+    the distance map; two parts are merged back unless the saddle is at most
+    :data:`NECK_RATIO` of the smaller part's maximum (touching spheres become two deposits; a
+    single elongated ellipsoid stays one).
     Deposits below ``min_volume_mm3`` are dropped. Labels are 1..n by decreasing volume.
 
     Parameters
@@ -581,8 +641,9 @@ def split_deposits(
             this = labels[crop] == index
             distance = ndi.distance_transform_edt(this, sampling=mask.spacing)
             markers, count = ndi.label(h_maxima(distance, depth), structure=np.ones((3, 3, 3)))
-            one = this.astype(np.int32)
-            parts = watershed(-distance, markers, mask=this) if count > 1 else one
+            parts = this.astype(np.int32)
+            if count > 1:
+                parts = _merge_shallow(watershed(-distance, markers, mask=this), distance)
             region = out[crop]
             region[parts > 0] = parts[parts > 0] + next_label - 1
             next_label += max(int(parts.max()), 1)

@@ -2,8 +2,8 @@
 
 The forearm on T1/T2 MR has three tissue classes inside the skin: fat (subcutaneous fat and the
 marrow of radius and ulna, bright), muscle (intermediate) and cortical bone/tendon (dark). The
-functions here separate them with Otsu thresholds computed inside the body, so they need no
-absolute intensity and work on any scanner scaling.
+functions here separate them relative to the muscle signal (the mode of the body histogram),
+so they need no absolute intensity and work on any scanner scaling.
 """
 
 from __future__ import annotations
@@ -74,21 +74,43 @@ def body_mask(mr: Volume) -> Volume:
     return mask_volume(mr, body, method="body_otsu", parameters={})
 
 
+def _mode(values: np.ndarray) -> float:
+    """Most frequent value of a smoothed 256-bin histogram."""
+    hist, edges = np.histogram(values, bins=256)
+    hist = ndi.gaussian_filter1d(hist.astype(float), 2.0)
+    peak = int(np.argmax(hist))
+    return float(0.5 * (edges[peak] + edges[peak + 1]))
+
+
 def _classes(mr: Volume, body: np.ndarray) -> np.ndarray:
-    """Three-class Otsu inside the body: 0 = dark (cortex, tendon), 1 = muscle, 2 = bright (fat)."""
-    values = mr.array[body]
-    thresholds = threshold_multiotsu(values.astype(np.float32), classes=3)
-    return np.digitize(mr.array, thresholds).astype(np.uint8)
+    """Three tissue classes inside the body: 0 = dark (cortex, tendon), 1 = muscle, 2 = bright.
+
+    Muscle is the bulk of the forearm, so its signal ``m`` is the mode of the body histogram.
+    Dark is below ``m / 2``; bright is above the midpoint between ``m`` and the fat peak (the
+    mode of the values above ``1.5 m``), or above ``1.5 m`` when there is no fat peak.
+    """
+    values = mr.array[body].astype(np.float32)
+    muscle = _mode(values)
+    high = values[values > 1.5 * muscle]
+    if high.size > 0.02 * values.size:
+        bright = 0.5 * (muscle + _mode(high))
+    else:
+        bright = 1.5 * muscle
+    return np.digitize(mr.array, [0.5 * muscle, bright]).astype(np.uint8)
 
 
 def bone_mask(mr: Volume, *, body: Volume | None = None, cortex_mm: float = 3.0) -> Volume:
     """Radius and ulna (marrow and the dark cortex around it) on MR, in any orientation.
 
-    Marrow is a bright (fat-class) component inside the body that does not run along the skin
+    Marrow is a bright (fat-class) component (found on the bright class as is, and on it
+    eroded by one voxel then dilated back, so that partial-volume bridges through a thin cortex
+    do not join it to the fat) inside the body that does not run along the skin
     (less than 10 % of it within 3 mm of the body surface) and
-    whose outer shell is mostly dark (cortex); bright components surrounded by muscle (grafts,
+    whose outer shell is at least 20 % dark (cortex, blurred by partial volume); bright
+    components surrounded by muscle (grafts,
     oedema) are therefore not bone, and subcutaneous fat, which reaches the skin, is not either.
-    The cortex is the dark class within ``cortex_mm`` of the marrow.
+    The cortex is everything within ``cortex_mm`` of the marrow (dark cortex, and the voxels
+    that partial volume mixes between cortex, marrow and muscle).
 
     Parameters
     ----------
@@ -107,21 +129,26 @@ def bone_mask(mr: Volume, *, body: Volume | None = None, cortex_mm: float = 3.0)
     body_arr = (body if body is not None else body_mask(mr)).array.astype(bool)
     classes = _classes(mr, body_arr)
     superficial = ndi.distance_transform_edt(body_arr, sampling=mr.spacing) <= 3.0
-    labels, n = label_components((classes == 2) & body_arr)
+    bright = (classes == 2) & body_arr
     marrow = np.zeros(mr.shape, bool)
-    for index, slices in enumerate(ndi.find_objects(labels), start=1):
-        if slices is None:
-            continue
-        this = labels[slices] == index
-        if np.mean(superficial[slices][this]) > 0.1:
-            continue  # subcutaneous fat lies along the skin
-        crop = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in slices)
-        this = labels[crop] == index
-        shell = ndi.binary_dilation(this) & ~this
-        if shell.any() and np.mean(classes[crop][shell] == 0) > 0.5:
-            marrow[crop] |= this
+    # partial volume can bridge marrow and fat through a thin cortex: also try eroded cores
+    for cores, grow in ((bright, 0), (ndi.binary_erosion(bright), 1)):
+        labels, _ = label_components(cores)
+        for index, slices in enumerate(ndi.find_objects(labels), start=1):
+            if slices is None:
+                continue
+            this = labels[slices] == index
+            if np.mean(superficial[slices][this]) > 0.1:
+                continue  # subcutaneous fat lies along the skin
+            crop = tuple(slice(max(0, s.start - 2), s.stop + 2) for s in slices)
+            this = labels[crop] == index
+            if grow:
+                this = ndi.binary_dilation(this) & bright[crop]
+            shell = ndi.binary_dilation(this) & ~this
+            if shell.any() and np.mean(classes[crop][shell] == 0) > 0.2:
+                marrow[crop] |= this
     near = ndi.distance_transform_edt(~marrow, sampling=mr.spacing) <= cortex_mm
-    bone = marrow | (near & (classes == 0) & body_arr)
+    bone = marrow | (near & body_arr)
     return mask_volume(mr, bone, method="bone_marrow_cortex", parameters={"cortex_mm": cortex_mm})
 
 
@@ -136,8 +163,10 @@ def muscle_mask(
 ) -> Volume:
     """Muscle compartment of the forearm on MR.
 
-    Muscle is the intermediate Otsu class inside the body eroded by ``skin_mm``, opened by a
-    1 mm ball, with components below ``min_volume_mm3`` dropped and bone removed.
+    Muscle is the intermediate class inside the body eroded by ``skin_mm``; components below
+    ``min_volume_mm3`` or lying mostly within ``skin_mm + 3`` mm of the skin (the skin itself
+    has a muscle-like signal) are dropped; voxels touching fat (partial-volume mixtures) and
+    bone are removed.
 
     Parameters
     ----------
@@ -163,16 +192,22 @@ def muscle_mask(
     body_vol = body if body is not None else body_mask(mr)
     check_same_grid(mr, body_vol, "body")
     body_arr = body_vol.array.astype(bool)
-    inner = ndi.distance_transform_edt(body_arr, sampling=mr.spacing) > skin_mm
-    muscle = (_classes(mr, body_arr) == 1) & inner
-    muscle = ndi.binary_opening(muscle, structure=ball_footprint(mr.spacing, 1.0))
+    depth = ndi.distance_transform_edt(body_arr, sampling=mr.spacing)
+    inner = depth > skin_mm
+    classes = _classes(mr, body_arr)
+    muscle = (classes == 1) & inner
     labels, n = label_components(muscle)
-    counts = np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(mr.spacing))
-    keep = counts >= min_volume_mm3
+    voxel_mm3 = float(np.prod(mr.spacing))
+    counts = np.bincount(labels.ravel(), minlength=n + 1) * voxel_mm3
+    superficial = ndi.sum_labels(depth <= skin_mm + 3.0, labels, np.arange(n + 1))
+    keep = (counts >= min_volume_mm3) & (superficial * voxel_mm3 <= 0.5 * counts)
     keep[0] = False
     muscle = keep[labels]
     if include_enclosed:
         muscle = _fill_holes_2d(muscle) & inner
+    # voxels touching fat outside the compartment are muscle/fat partial-volume mixtures
+    fat = (classes == 2) & ~muscle
+    muscle &= ~ndi.binary_dilation(fat, structure=np.ones((3, 3, 3), bool))
     if exclude_bone:
         muscle &= ~bone_mask(mr, body=body_vol).array
     params = {

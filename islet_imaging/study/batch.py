@@ -54,6 +54,15 @@ class BatchSummary:
         return "\n".join(lines)
 
 
+#: each worker process computes with one thread (the processes are the parallelism)
+_ONE_THREAD = {
+    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
 @contextlib.contextmanager
 def _client(n_workers: int, scheduler: str | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
@@ -69,6 +78,7 @@ def _client(n_workers: int, scheduler: str | None) -> Iterator[Any]:
             processes=True,
             dashboard_address=None,
             silence_logs=40,
+            env=_ONE_THREAD,
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -66,7 +66,7 @@ class ChangeLimit:
 
 #: Default limits as ``(metric glob pattern, limit)``; the first matching pattern applies.
 DEFAULT_LIMITS: tuple[tuple[str, ChangeLimit], ...] = (
-    ("n_deposits", ChangeLimit(0.0, 1.0)),
+    ("deposit_count", ChangeLimit(0.0, 1.0)),
     ("*ratio*", ChangeLimit(0.30)),
     ("suv*", ChangeLimit(0.30, 0.8)),
     ("volume*", ChangeLimit(0.30)),
@@ -172,7 +172,7 @@ def longitudinal_table(
     ...     "visit_date": ["2024-01-10", "2024-04-10"], "days_since_implantation": [9, 100],
     ...     "visit_index": [0, 1], "label": ["V0", "V1"]})
     >>> m = pd.DataFrame({"visit_id": [1, 2], "object": "graft", "label": None,
-    ...     "metric": "volume_ml", "value": [1.0, 0.6], "unit": "mL", "method": "mr"})
+    ...     "metric": "volume", "value": [1.0, 0.6], "unit": "mL", "method": "mr"})
     >>> t = longitudinal_table(m, visits)
     >>> t[["visit", "days", "value", "change_baseline_pct", "flag_baseline"]].to_string(index=False)
     'visit  days  value  change_baseline_pct flag_baseline\\n   V0     9    1.0                  NaN              \\n   V1   100    0.6                -40.0      decrease'

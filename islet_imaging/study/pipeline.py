@@ -19,7 +19,6 @@ The work is split so that only one process ever writes the catalogue:
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 import time
 import traceback
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from islet_imaging._atomic import atomic_path
-from islet_imaging.errors import IsletImagingError, WorkspaceError
+from islet_imaging.errors import IsletImagingError, RegistrationError, WorkspaceError
 from islet_imaging.study.workspace import MaskOrigin, Role, Workspace
 from islet_imaging.volume import Volume
 
@@ -66,6 +65,9 @@ class PipelineOptions:
         SUV normalisation (``"bw"``, ``"lbm"``, ``"bsa"``, ``"ibw"``).
     register_to_baseline
         Register every follow-up MR to the baseline MR (rigid) to follow deposits.
+    baseline_search_steps
+        Rotation search grid of that registration: ``(2 n + 1)³`` starting rotations within
+        ±20° (2: robust to a repositioned arm; 1: faster, for small repositioning).
     """
 
     segmentation: str = "pet_guided"
@@ -74,6 +76,7 @@ class PipelineOptions:
     min_deposit_mm3: float = 10.0
     suv_kind: str = "bw"
     register_to_baseline: bool = True
+    baseline_search_steps: int = 2
 
     def __post_init__(self) -> None:
         if self.segmentation not in ("pet_guided", "mr", "pet"):
@@ -215,6 +218,18 @@ def _segment(mr: Volume, suv: Volume | None, options: PipelineOptions) -> Volume
     return segment_graft_mr(mr, k=options.k, min_volume_mm3=options.min_deposit_mm3)
 
 
+def _in_fixed_frame(moving: Volume, matrix: np.ndarray) -> Volume:
+    """``moving`` with its geometry moved into the fixed frame by a rigid registration.
+
+    ``matrix`` maps fixed points to moving points (ITK convention), so the new voxel-to-world
+    affine is ``inv(matrix) @ moving.affine``. The voxels are untouched (no interpolation:
+    SUVmax stays a measured voxel value).
+    """
+    affine = np.linalg.inv(np.asarray(matrix, float)) @ moving.affine
+    direction = affine[:3, :3] / np.asarray(moving.spacing, float)[None, :]
+    return dataclasses.replace(moving, origin=tuple(affine[:3, 3]), direction=direction)
+
+
 def _deposit_positions(labels: Volume, to_baseline: Any | None) -> pd.DataFrame:
     """Centroid (LPS mm, baseline frame) and volume (mL) of every deposit label."""
     from scipy import ndimage as ndi
@@ -255,17 +270,17 @@ def _preview(mr: Volume, labels: Volume, suv_on_mr: Volume | None, path: Path) -
 
 
 def tidy_measurements(table: pd.DataFrame) -> pd.DataFrame:
-    """Normalise a :func:`~islet_imaging.measure.records.measure_graft` table to the catalogue
-    columns ``object`` (``"graft"`` or ``"deposit"``), ``label``, ``metric``, ``value``,
-    ``unit``, ``method`` (other columns kept as provenance)."""
+    """Split :func:`~islet_imaging.measure.records.measure_graft`'s ``object`` column
+    (``"graft"``, ``"deposit 3"``, ``"reference"``) into ``object`` (``"graft"``,
+    ``"deposit"``, ``"reference"``) and ``label`` (3), as the catalogue stores them."""
     table = table.copy()
-    if "label" not in table.columns:
-        table["label"] = None
-    if "object" not in table.columns:
-        table["object"] = np.where(table["label"].fillna(0).astype(int) > 0, "deposit", "graft")
-    else:
-        objects = table["object"].astype(str).str.lower()
-        table["object"] = np.where(objects.str.startswith("deposit"), "deposit", objects)
+    objects = table["object"].astype(str).str.strip()
+    parts = objects.str.extract(r"^deposit\s+(\d+)$")
+    is_deposit = parts[0].notna()
+    table["label"] = pd.array(
+        [int(v) if ok else None for v, ok in zip(parts[0], is_deposit, strict=True)], dtype="Int64"
+    )
+    table["object"] = np.where(is_deposit, "deposit", objects)
     return table
 
 
@@ -300,24 +315,39 @@ def _run_visit(job: VisitJob, start: float) -> VisitResult:
     suv = suv_on_mr = None
     if job.pet_files:
         pet = _load_one(job.pet_files, units=f"suv{options.suv_kind}")
-        registration = register_pet_to_mr(pet, mr)
-        registration.save(_new(run_dir / "pet_to_mr.tfm"))
         artifacts["pet_series_uid"] = pet.meta.get("series_uid")
-        artifacts["pet_to_mr"] = {
-            "transform": str(run_dir / "pet_to_mr.tfm"),
-            "metric": _float(registration.metric),
-        }
         artifacts["suv"] = pet.meta.get("suv")
-        suv = registration.apply(pet)
-        suv_on_mr = resample_like(pet, mr, transform=registration.transform)
+        try:
+            registration = register_pet_to_mr(pet, mr)
+        except RegistrationError as exc:
+            same_frame = pet.meta.get("frame_of_reference_uid") == mr.meta.get(
+                "frame_of_reference_uid"
+            )
+            if not same_frame or not pet.meta.get("frame_of_reference_uid"):
+                raise
+            # a hybrid acquisition whose identity alignment cannot be improved: keep it
+            artifacts["pet_to_mr"] = {"transform": "identity", "reason": str(exc)}
+            suv = pet
+            suv_on_mr = resample_like(pet, mr)
+        else:
+            registration.save(_new(run_dir / "pet_to_mr.tfm"))
+            artifacts["pet_to_mr"] = {
+                "transform": str(run_dir / "pet_to_mr.tfm"),
+                "metric": _float(registration.metric),
+                **{k: registration.info.get(k) for k in ("rotation_deg", "translation_mm")},
+            }
+            suv = _in_fixed_frame(pet, registration.matrix)
+            suv_on_mr = resample_like(pet, mr, transform=registration.transform)
     to_baseline = None
     if job.baseline_mr_files:
         baseline_mr = _load_one(job.baseline_mr_files)
-        reg = register_to_baseline(mr, baseline_mr)
+        steps = options.baseline_search_steps
+        reg = register_to_baseline(mr, baseline_mr, search_steps=steps, candidates=min(2, steps))
         reg.save(_new(run_dir / "to_baseline.tfm"))
         artifacts["to_baseline"] = {
             "transform": str(run_dir / "to_baseline.tfm"),
             "metric": _float(reg.metric),
+            **{k: reg.info.get(k) for k in ("rotation_deg", "translation_mm")},
             "baseline_series_uid": baseline_mr.meta.get("series_uid"),
         }
         to_baseline = reg.transform.GetInverse()
@@ -338,7 +368,7 @@ def _run_visit(job: VisitJob, start: float) -> VisitResult:
         }
         auto_mask = {
             "path": job.auto_mask_path,
-            "method": json.dumps(method, sort_keys=True, default=str),
+            "method": f"{method['segmentation']} + {method['deposits']}",
             "reference_series_uid": job.mr_series_uid,
         }
         artifacts["mask"] = {"source": "auto", **method}

@@ -35,15 +35,15 @@ from islet_imaging.volume import Volume
 
 __all__ = [
     "WORLD_AXES",
-    "lps_to_world",
-    "world_to_lps",
     "display_axes",
-    "to_display",
     "from_display",
-    "volume_to_layer_data",
     "labels_like",
-    "layer_to_volume",
     "layer_grid",
+    "layer_to_volume",
+    "lps_to_world",
+    "to_display",
+    "volume_to_layer_data",
+    "world_to_lps",
 ]
 
 WORLD_AXES = ("S", "P", "L")

@@ -22,7 +22,7 @@ from islet_imaging.volume import Volume
 
 from ._layers import layer_name, volume_to_layer_data
 
-__all__ = ["napari_get_reader", "read_paths", "read_dicom", "read_image_file", "pet_to_suv"]
+__all__ = ["napari_get_reader", "pet_to_suv", "read_dicom", "read_image_file", "read_paths"]
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ._layers import labels_like, volume_to_layer_data
 
-__all__ = ["phantom_visit", "phantom_layers"]
+__all__ = ["phantom_layers", "phantom_visit"]
 
 
 def phantom_layers(*, seed: int = 0, size: str = "sample", **options: Any) -> list[tuple]:

@@ -13,7 +13,7 @@ from islet_imaging.io.files import write_volume
 
 from ._layers import layer_to_volume
 
-__all__ = ["write_labels", "write_image", "layer_from_data"]
+__all__ = ["layer_from_data", "write_image", "write_labels"]
 
 
 def layer_from_data(data: Any, attributes: dict[str, Any], layer_type: str) -> Any:

@@ -6,7 +6,6 @@ RTSTRUCT code shows up. Everything is deterministic (fixed UIDs derived from a s
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -105,10 +104,10 @@ def write_series(
         ds.InstanceNumber = k + 1
         ds.PositionReferenceIndicator = ""
         ds.BodyPartExamined = "ARM"
+        ds.Laterality = "R"
         ds.PatientPosition = "HFS"
         ds.ImagePositionPatient = [
-            round(float(v), 6)
-            for v in np.asarray(origin) + direction[:, 0] * spacing[0] * k
+            round(float(v), 6) for v in np.asarray(origin) + direction[:, 0] * spacing[0] * k
         ]
         ds.ImageOrientationPatient = [round(float(v), 8) for v in (*row_cos, *col_cos)]
         ds.PixelSpacing = [spacing[1], spacing[2]]
@@ -149,7 +148,7 @@ def write_series(
             item.RadionuclidePositronFraction = 0.889
             ds.RadiopharmaceuticalInformationSequence = [item]
         else:
-            ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
             ds.PixelRepresentation = 1
             stored = np.round(plane).astype(np.int16)
             ds.ScanningSequence = "SE"
@@ -161,17 +160,29 @@ def write_series(
             ds.EchoTrainLength = 1
             ds.MagneticFieldStrength = 3
         ds.PixelData = stored.tobytes()
-        # a private block that de-identification must drop, and the Philips SUV one it keeps
-        block = ds.private_block(0x0029, "SIEMENS CSA HEADER", create=True)
-        block.add_new(0x10, "LO", "Doe^Jane private")
+        # a private block with PHI that de-identification must drop ...
+        block = ds.private_block(0x0029, "ISLET TEST PRIVATE", create=True)
+        block.add_new(0x10, "LO", f"{patient_name} {birth_date}")
+        if modality == "PT":  # ... and the vendor SUV tags it must keep (safe private)
+            philips = ds.private_block(0x7053, "Philips PET Private Group", create=True)
+            philips.add_new(0x00, "DS", "0.000466667")
+            philips.add_new(0x09, "DS", "1.0")
+            ge = ds.private_block(0x0009, "GEMS_PETD_01", create=True)
+            ge.add_new(0x0D, "DT", study_date + series_time)
         path = out_dir / f"{modality}_{k + 1:03d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
 
 
-def ramp_volume(shape=(6, 12, 10), *, spacing=(3.0, 1.5, 1.25), angle=20.0, modality="MR",
-                origin=(-20.0, 15.0, 40.0)) -> tuple[np.ndarray, dict]:
+def ramp_volume(
+    shape=(6, 12, 10),
+    *,
+    spacing=(3.0, 1.5, 1.25),
+    angle=20.0,
+    modality="MR",
+    origin=(-20.0, 15.0, 40.0),
+) -> tuple[np.ndarray, dict]:
     """A deterministic image array + geometry keywords for :func:`write_series`."""
     z, y, x = np.indices(shape)
     if modality == "PT":
@@ -202,7 +213,3 @@ def volume_like(array: np.ndarray, geom: dict, files: list[Path], **meta) -> Vol
             **meta,
         },
     )
-
-
-def today() -> str:
-    return dt.date.today().strftime("%Y%m%d")

@@ -96,3 +96,41 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory):
             process.kill()
             process.wait()
         log.close()
+
+
+DCIODVFY = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "dciodvfy"
+
+
+def dciodvfy(path: Path) -> list[str]:
+    """Validate ``path`` with dicom3tools' dciodvfy; fail on any error, return the warnings."""
+    import shutil
+    import sys
+
+    exe = shutil.which("dciodvfy") or str(Path(sys.executable).parent / "dciodvfy")
+    result = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=60)
+    lines = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error")]
+    assert not errors, f"dciodvfy errors in {path.name}:\n" + "\n".join(errors)
+    return [line for line in lines if line.startswith("Warning")]
+
+
+@pytest.fixture(scope="session")
+def exchange_series(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    """Oblique MR and PET test series of one patient (see ``_series.py``)."""
+    from _series import ramp_volume, write_series
+
+    root = tmp_path_factory.mktemp("exchange_series")
+    mr, mr_geom = ramp_volume()
+    pet, pet_geom = ramp_volume(modality="PT", spacing=(4.0, 2.0, 2.0))
+    return {
+        "mr": write_series(root / "MR", mr, **mr_geom, modality="MR", seed="mr"),
+        "pet": write_series(
+            root / "PET",
+            pet,
+            **pet_geom,
+            modality="PT",
+            seed="pet",
+            series_number=2,
+            frame_of_reference_uid=None,
+        ),
+    }

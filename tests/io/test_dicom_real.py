@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import nibabel as nib
 import numpy as np
 import pytest
+from _dicom_synth import AFFINE_TOL_MM, canonical
 
 import islet_imaging as ii
 from islet_imaging.errors import GeometryError
-
-AFFINE_TOL_MM = 0.02
 
 FOLDERS = [
     "siemens_t1w_sag_classic",
@@ -23,14 +21,6 @@ FOLDERS = [
     "pet_nema_phantom",
 ]
 EXPECTED_VOLUMES = {"philips_dual_echo_mag_phase": 4, "mixed_series_ge": 5}
-
-
-def canonical(volume: ii.Volume) -> nib.Nifti1Image:
-    """Our Volume as a NIfTI image: voxel order (i, j, k) = (column, row, slice), RAS affine."""
-    lps = volume.affine[:, [2, 1, 0, 3]]
-    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    data = np.ascontiguousarray(volume.array.transpose(2, 1, 0))
-    return nib.as_closest_canonical(nib.Nifti1Image(data, ras))
 
 
 def matches(volume: ii.Volume, ref: dict) -> bool:
@@ -78,7 +68,10 @@ def test_metadata_of_classic_series(testdata, reference):
     assert z == sorted(z)
     assert np.allclose(np.diff(z), native["slice_step_mm"]["median"])
     assert all("PixelData" not in h for h in meta["headers"])
-    assert all(s == pytest.approx(float(h.RescaleSlope)) for (s, _), h in zip(meta["rescale"], meta["headers"], strict=True))  # fmt: skip
+    assert all(
+        s == pytest.approx(float(h.RescaleSlope))
+        for (s, _), h in zip(meta["rescale"], meta["headers"], strict=True)
+    )
     assert meta["frame_numbers"] is None
     assert "PatientName" not in {k for k in meta}
 
@@ -154,8 +147,15 @@ def test_missing_slice_resample_restores_the_grid(testdata, reference):
         volume.array[11], (truth.array[10] + truth.array[12]) / 2, rtol=1e-5, atol=1e-2
     )
     assert volume.meta["geometry_warnings"]
-    eq = next(d for d in reference["philips_t1w_ax_missing_slice"]["dcm2niix"] if d["interpolated_equidistant"])  # fmt: skip
-    assert np.max(np.abs(canonical(volume).affine - np.asarray(eq["affine_canonical_ras"]))) < AFFINE_TOL_MM  # fmt: skip
+    eq = next(
+        d
+        for d in reference["philips_t1w_ax_missing_slice"]["dcm2niix"]
+        if d["interpolated_equidistant"]
+    )
+    assert (
+        np.max(np.abs(canonical(volume).affine - np.asarray(eq["affine_canonical_ras"])))
+        < AFFINE_TOL_MM
+    )
 
 
 def test_missing_slice_accept_keeps_23_slices_with_warning(testdata):
@@ -174,5 +174,8 @@ def test_ffs_geometry_from_iop_ipp_only(testdata, reference):
     volume = ii.load_series(testdata / "ge_epi_ax_ffs_vol1")
     assert volume.meta["headers"][0].PatientPosition == "FFS"
     native = reference["ge_epi_ax_ffs_vol1"]["dicom_native"][0]
-    d = [float(np.dot(h.ImagePositionPatient, native["slice_normal_lps"])) for h in volume.meta["headers"]]  # fmt: skip
+    d = [
+        float(np.dot(h.ImagePositionPatient, native["slice_normal_lps"]))
+        for h in volume.meta["headers"]
+    ]
     assert np.allclose(d, native["positions_along_normal_mm"], atol=1e-3)

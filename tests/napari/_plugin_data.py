@@ -53,9 +53,14 @@ def write_visit(folder: Path, *, mr_direction: np.ndarray = OBLIQUE) -> DicomVis
     pet_array[tuple(spot_index_pet)] = 24000.0
     pet = Volume(pet_array, spacing=tuple(pet_spacing), origin=pet_origin, direction=CORONAL)
 
-    common = {"study_uid": "1.2.826.0.1.3680043.8.498.1", "frame_of_reference_uid": "1.2.826.0.1.3680043.8.498.2",
-              "patient_id": "ANON01", "study_date": "20260102", "series_date": "20260102",
-              "series_time": "110000"}  # fmt: skip
+    common = {
+        "study_uid": "1.2.826.0.1.3680043.8.498.1",
+        "frame_of_reference_uid": "1.2.826.0.1.3680043.8.498.2",
+        "patient_id": "ANON01",
+        "study_date": "20260102",
+        "series_date": "20260102",
+        "series_time": "110000",
+    }
     write_series(
         mr, folder / "mr", modality="MR", series_number=3, series_description="T2 TSE",
         uid_seed=1, **common,
@@ -79,4 +84,3 @@ def write_visit(folder: Path, *, mr_direction: np.ndarray = OBLIQUE) -> DicomVis
 def expected_suv(bq_per_ml: float) -> float:
     """SUVbw computed by hand from the tags written by :func:`write_visit`."""
     return bq_per_ml * SUV_PER_BQML
-

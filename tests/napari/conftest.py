@@ -10,4 +10,3 @@ from _plugin_data import DicomVisit, write_visit
 def dicom_visit(tmp_path) -> DicomVisit:
     """An oblique anisotropic MR and a coronal PET of one visit, written as DICOM."""
     return write_visit(tmp_path / "visit")
-

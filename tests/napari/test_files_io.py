@@ -34,7 +34,8 @@ def test_reader_opens_image_files_with_geometry(tmp_path, suffix):
     path = write_volume(volume, tmp_path / f"t2{suffix}")
     (layer,) = _read(path)
     assert type(layer).__name__ == "Image"
-    assert layer.scale[0] > 0 and sorted(layer.scale) == pytest.approx(sorted(volume.spacing))
+    assert layer.scale[0] > 0
+    assert sorted(layer.scale) == pytest.approx(sorted(volume.spacing))
     for kji in [(0, 0, 0), (5, 19, 23), (2, 7, 13)]:
         data_index = np.round(layer.world_to_data(lps_to_world(volume.index_to_world(kji))))
         assert layer.data[tuple(data_index.astype(int))] == volume.array[kji]
@@ -48,7 +49,9 @@ def test_reader_opens_masks_as_labels(tmp_path):
     path = write_volume(volume.with_array(mask).as_mask(), tmp_path / "graft_mask.nii.gz")
     (layer,) = _read(path)
     assert type(layer).__name__ == "Labels"
-    assert np.bincount(np.asarray(layer.data).ravel()).tolist() == np.bincount(mask.ravel()).tolist()
+    assert (
+        np.bincount(np.asarray(layer.data).ravel()).tolist() == np.bincount(mask.ravel()).tolist()
+    )
 
 
 def test_reader_declines_unknown_files_and_never_raises(tmp_path):
@@ -77,7 +80,8 @@ def test_writer_round_trip_keeps_original_grid_and_never_overwrites(tmp_path):
     assert write_labels(str(out), *layer.as_layer_data_tuple()[:2]) == [str(out)]
     written = read_mask(out)
     assert written.same_grid(volume, atol=1e-4)
-    assert int(written.array.sum()) == 3 and (written.array > 0).sum() == 1
+    assert int(written.array.sum()) == 3
+    assert (written.array > 0).sum() == 1
     with pytest.raises(IsletImagingError, match="refusing to overwrite"):
         write_labels(str(out), *layer.as_layer_data_tuple()[:2])
 

@@ -130,8 +130,10 @@ def test_labels_like_is_writable_and_on_the_image_grid():
     layer = Layer.create(data, kwargs, layer_type)
     layer.data[0, 0, 0] = 2  # painting works on the layer data
     back = layer_to_volume(layer)
-    assert back.is_mask and back.same_grid(volume)
+    assert back.is_mask
+    assert back.same_grid(volume)
     assert back.meta["series_uid"] == "1.2.3"
     assert int((back.array == 1).sum()) == int(mask.sum())
     order, flips = display_axes(SAGITTAL)
-    assert order == (1, 2, 0) and flips == (True, False, False)
+    assert order == (1, 2, 0)
+    assert flips == (True, False, False)

@@ -46,7 +46,8 @@ def test_pet_is_shown_in_suv_with_a_pet_colormap(dicom_visit):
     assert meta["units"].lower().startswith("suv")
     hot = float(np.max(pet_layer.data))
     assert hot == pytest.approx(expected_suv(dicom_visit.pet_spot_bqml), rel=1e-4)
-    assert pet_layer.colormap.name == "inferno" and pet_layer.blending == "additive"
+    assert pet_layer.colormap.name == "inferno"
+    assert pet_layer.blending == "additive"
     assert pet_layer.contrast_limits[0] == 0.0
     assert pet_layer.contrast_limits[1] <= hot
 
@@ -63,7 +64,8 @@ def test_single_file_and_real_multi_series_folder(testdata):
     assert single.data.shape[0] == 1
     layers = _layers(testdata / "mixed_series_ge", oblique=False)
     names = [layer.name for layer in layers]
-    assert len(names) == 5 and len(set(names)) == 5  # 3 localizer planes + 2 EPI series
+    assert len(names) == 5
+    assert len(set(names)) == 5
     thin_axis = {"axial": 0, "coronal": 1, "sagittal": 2}  # world axes (S, P, L)
     for layer in layers[:3]:  # each localizer plane is displayed along the world axes
         assert np.argmin(layer.data.shape) == thin_axis[layer.name.rsplit(" ", 1)[-1]]

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PATIENTS
 
 from islet_imaging.report.html import write_report
 from islet_imaging.study.workspace import Workspace
 
+if "_tiny_cohort" not in sys.modules:  # the DICOM cohort helper of tests/study
+    _spec = importlib.util.spec_from_file_location(
+        "_tiny_cohort", Path(__file__).parents[1] / "study" / "_tiny_cohort.py"
+    )
+    sys.modules["_tiny_cohort"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["_tiny_cohort"])
+PATIENTS = sys.modules["_tiny_cohort"].PATIENTS
+
 #: graft volume (mL) and SUVmax per visit of patient P001 (V0, V1, V2) and P002 (V0, V1)
 VOLUMES = [0.80, 0.52, 0.50, 1.20, 1.10]
 SUVMAX = [4.0, 5.3, 4.2, 6.0, 6.1]
+
+
+@pytest.fixture(scope="module")
+def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sys.modules["_tiny_cohort"].write_tiny_cohort(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture
@@ -35,11 +49,11 @@ def workspace(tmp_path: Path, tiny_cohort: Path) -> Workspace:
                  pet=mask * 3.0, pixel_spacing=np.array([1.0, 0.8]), slice_index=np.array(2))  # fmt: skip
         table = pd.DataFrame(
             {
-                "object": ["graft", "graft", "graft", "deposit"],
-                "label": [None, None, None, 1],
-                "metric": ["volume_ml", "n_deposits", "suv_max", "volume_ml"],
+                "object": ["graft", "graft", "graft", "deposit 1"],
+                
+                "metric": ["volume", "deposit_count", "suv_max", "volume"],
                 "value": [VOLUMES[i], 1, SUVMAX[i], VOLUMES[i]],
-                "unit": ["mL", "", "SUVbw", "mL"],
+                "unit": ["mL", "1", "SUVbw", "mL"],
                 "method": ["mr_pet_guided", "deposits", "max", "mr_pet_guided"],
             }
         )
@@ -74,7 +88,7 @@ def test_report_pages_numbers_and_exports(workspace: Workspace, tmp_path: Path) 
     measurements = pd.read_parquet(files.data["measurements_parquet"])
     assert len(measurements) == 4 * 4
     longitudinal = pd.read_csv(files.data["longitudinal_csv"])
-    vol = longitudinal[(longitudinal["object"] == "graft") & (longitudinal["metric"] == "volume_ml")]
+    vol = longitudinal[(longitudinal["object"] == "graft") & (longitudinal["metric"] == "volume")]
     np.testing.assert_allclose(vol["value"], VOLUMES[:4])
     np.testing.assert_allclose(vol["change_baseline_pct"].iloc[1:3], [-35.0, -37.5])
     assert vol["days"].tolist() == [9, 100, 191, 31]

@@ -7,6 +7,8 @@ fraction in each voxel is computed by supersampling, so voxel values carry reali
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -45,10 +47,13 @@ def ellipsoid_fraction(volume: Volume, center, radii, rotation, sub=(5, 3, 3)) -
         indexing="ij",
     )
     # grids: each (nz, sz, ny, sy, nx, sx) flattened per axis pair
-    kz, ky, kx = (g.reshape(-1) for g in np.meshgrid(
-        *[(np.arange(lo[a], hi[a])[:, None] + offsets[a][None, :]).ravel() for a in range(3)],
-        indexing="ij",
-    ))
+    kz, ky, kx = (
+        g.reshape(-1)
+        for g in np.meshgrid(
+            *[(np.arange(lo[a], hi[a])[:, None] + offsets[a][None, :]).ravel() for a in range(3)],
+            indexing="ij",
+        )
+    )
     del grids
     pts = volume.index_to_world(np.stack([kz, ky, kx], -1)) - center
     local = pts @ rotation  # columns of rotation = ellipsoid axes in LPS
@@ -102,5 +107,5 @@ def make_forearm(
 
 @pytest.fixture
 def forearm():
-    """Factory fixture: ``forearm(seed=..., grafts=[...], oblique_deg=...)``."""
-    return make_forearm
+    """``forearm.make(seed=..., grafts=[...], oblique_deg=...)``, ``.intensity``, ``.tissue``."""
+    return SimpleNamespace(make=make_forearm, intensity=INTENSITY, tissue=tissue_values)

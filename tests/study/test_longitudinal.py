@@ -43,12 +43,12 @@ def _rows(metric: str, values, unit: str = "", object_="graft", labels=None) -> 
 
 def test_percent_changes_and_flags_by_hand() -> None:
     table = longitudinal_table(
-        pd.concat([_rows("volume_ml", [0.80, 0.60, 0.66], "mL"),
+        pd.concat([_rows("volume", [0.80, 0.60, 0.66], "mL"),
                    _rows("suv_max", [4.0, 5.3, 5.9], "SUVbw"),
                    _rows("suv_mean", [2.0, 2.7, 2.0], "SUVbw")]),  # fmt: skip
         _visits(),
     )
-    vol = table[table["metric"] == "volume_ml"].reset_index()
+    vol = table[table["metric"] == "volume"].reset_index()
     assert vol["days"].tolist() == [9, 100, 191]
     assert vol["days_since_baseline"].tolist() == [0, 91, 182]
     np.testing.assert_allclose(vol["change_baseline_pct"], [np.nan, -25.0, -17.5])
@@ -69,13 +69,13 @@ def test_limits_are_configurable_and_days_fall_back_to_baseline() -> None:
     visits = _visits(implantation_days=(None, None, None))
     visits["days_since_implantation"] = pd.array([pd.NA] * 3, dtype="Int64")
     strict = (("volume*", ChangeLimit(0.10)),)
-    table = longitudinal_table(_rows("volume_ml", [0.80, 0.60, 0.65], "mL"), visits, limits=strict)
+    table = longitudinal_table(_rows("volume", [0.80, 0.60, 0.65], "mL"), visits, limits=strict)
     assert table["days"].tolist() == [0, 91, 182]
     assert table["flag_baseline"].tolist() == ["", "decrease", "decrease"]
     assert table["flag_previous"].tolist() == ["", "decrease", "within noise"]
     assert table["limit"].iloc[1] == "≥10 %"
     assert limit_for("mr_cnr", strict) is None
-    assert limit_for("n_deposits").absolute == 1.0
+    assert limit_for("deposit_count").absolute == 1.0
 
 
 def test_deposits_keep_their_names_after_registration_to_baseline() -> None:
@@ -97,7 +97,7 @@ def test_deposits_keep_their_names_after_registration_to_baseline() -> None:
             "visit_id": [11, 11, 12, 12, 13, 13],
             "object": "deposit",
             "label": [1, 2, 1, 2, 1, 2],
-            "metric": "volume_ml",
+            "metric": "volume",
             "value": [0.5, 0.2, 0.2, 0.4, 0.55, 0.1],
             "unit": "mL",
             "method": "m",
@@ -122,5 +122,5 @@ def test_match_deposits_respects_max_distance() -> None:
 
 
 def test_empty_measurements_give_an_empty_table() -> None:
-    table = longitudinal_table(_rows("volume_ml", []), _visits())
+    table = longitudinal_table(_rows("volume", []), _visits())
     assert table.empty and "change_baseline_pct" in table.columns

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PATIENTS
+from _tiny_cohort import PATIENTS, write_tiny_cohort
 
 from islet_imaging.errors import WorkspaceError
 from islet_imaging.study.workspace import (
@@ -22,6 +22,11 @@ from islet_imaging.study.workspace import (
     Workspace,
 )
 from islet_imaging.volume import Volume
+
+
+@pytest.fixture(scope="module")
+def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_cohort(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture

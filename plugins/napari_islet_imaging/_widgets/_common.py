@@ -29,6 +29,10 @@ class LayerCombo(QComboBox):
         Offer ``(none)`` as the first choice.
     accept
         Extra filter on layers (e.g. only PET images).
+    extra
+        Fixed choices listed before the layers (after ``(none)``).
+    default
+        The choice shown until the user picks one (e.g. one of ``extra``).
     """
 
     def __init__(
@@ -38,12 +42,18 @@ class LayerCombo(QComboBox):
         *,
         optional: bool = False,
         accept: Callable[[Any], bool] | None = None,
+        extra: tuple[str, ...] = (),
+        default: str | None = None,
     ) -> None:
         super().__init__()
         self._viewer = viewer
         self._type = layer_type
         self._optional = optional
         self._accept = accept or (lambda layer: True)
+        self._extra = list(extra)
+        self._default = default
+        self._chosen = False  # until the user picks, follow the first matching layer
+        self.activated.connect(self._user_choice)
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
         viewer.layers.events.reordered.connect(self.refresh)
@@ -56,19 +66,35 @@ class LayerCombo(QComboBox):
             if type(layer).__name__ == self._type and self._accept(layer)
         ]
 
+    def _user_choice(self, *_: Any) -> None:
+        self._chosen = True
+
     def refresh(self, *_: Any) -> None:
-        """Rebuild the list, keeping the current choice when it still exists."""
-        current = self.currentText()
-        names = [layer.name for layer in self._candidates()]
-        if self._optional:
-            names.insert(0, NONE_CHOICE)
+        """Rebuild the list, keeping the current choice when it still exists.
+
+        Until the user picks an item, the combo shows ``default`` if given, else follows the
+        viewer's active layer (new layers become active) or the first matching layer.
+        """
+        previous = self.currentText()
+        candidates = self._candidates()
+        layers = [layer.name for layer in candidates]
+        names = ([NONE_CHOICE] if self._optional else []) + self._extra + layers
+        target = previous
+        if not self._chosen:
+            active = self._viewer.layers.selection.active
+            if self._default is not None:
+                target = self._default
+            elif active is not None and active in candidates:
+                target = active.name
+            elif previous not in layers and layers:
+                target = layers[0]
         self.blockSignals(True)
         self.clear()
         self.addItems(names)
-        if current in names:
-            self.setCurrentText(current)
+        if target in names:
+            self.setCurrentText(target)
         self.blockSignals(False)
-        if self.currentText() != current:
+        if self.currentText() != previous:
             self.currentIndexChanged.emit(self.currentIndex())
 
     def layer(self) -> Any | None:
@@ -83,6 +109,7 @@ class LayerCombo(QComboBox):
         """Choose ``layer`` (refreshing first if needed)."""
         if self.findText(layer.name) < 0:
             self.refresh()
+        self._chosen = True
         self.setCurrentText(layer.name)
 
 

@@ -27,7 +27,7 @@ from islet_imaging.errors import IsletImagingError
 from .._layers import layer_to_volume
 from ._common import LayerCombo, layer_info, report
 
-__all__ = ["SaveAnnotation", "save_to_workspace", "export_labels"]
+__all__ = ["SaveAnnotation", "export_labels", "save_to_workspace"]
 
 PLUGIN_NAME = "islet-imaging"
 

@@ -31,14 +31,14 @@ from .._layers import METADATA_KEY, labels_like, layer_to_volume, to_display, wo
 from ._common import Debouncer, LayerCombo, is_pet_layer, layer_info, report
 
 __all__ = [
+    "GRAFT_NAME",
+    "PREVIEW_NAME",
     "GraftSegmentation",
     "SegmentationContext",
     "prepare",
-    "segment",
     "seeds_lps",
+    "segment",
     "show_mask",
-    "PREVIEW_NAME",
-    "GRAFT_NAME",
 ]
 
 PREVIEW_NAME = "graft preview"
@@ -157,7 +157,9 @@ def _describe(mask: Volume) -> str:
     shown = {
         k: v for k, v in params.items() if isinstance(v, int | float | str) and k != "seeds_mm"
     }
-    text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+    text = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()
+    )
     return f"{mask.meta.get('method', 'segmentation')} ({text})"
 
 
@@ -167,6 +169,8 @@ def show_mask(viewer: Any, mask: Volume, *, name: str, source: Any = None) -> An
     The labels carry the source layer's workspace/visit information and the mask provenance
     (method, parameters) in their metadata, for :mod:`.save_annotation`.
     """
+    if mask.meta.get("series_uid") is None and mask.meta.get("source_series_uid"):
+        mask = mask.with_meta(series_uid=mask.meta["source_series_uid"])
     info = {k: v for k, v in layer_info(source).items() if k not in {"grid", "meta"}}
     provenance = {
         "method": _describe(mask),
@@ -314,7 +318,7 @@ class GraftSegmentation(QWidget):
     def new_seeds_layer(self) -> Any:
         """Add an empty 3D Points layer for seeds (in world mm) and select it."""
         layer = self.viewer.add_points(
-            np.zeros((0, 3)), ndim=3, name="seeds", size=4, face_color="cyan"
+            np.zeros((0, 3)), ndim=3, name="seeds", size=4, face_color="cyan", units="mm"
         )
         layer.mode = "add"
         self.seeds_combo.set_layer(layer)
@@ -344,9 +348,9 @@ class GraftSegmentation(QWidget):
 
     def accept(self) -> Any | None:
         """Make the current preview the ``graft`` Labels layer (to correct with the brush)."""
-        if self.last_mask is None or PREVIEW_NAME not in self.viewer.layers:
-            if self.preview() is None:
-                return None
+        missing = self.last_mask is None or PREVIEW_NAME not in self.viewer.layers
+        if missing and self.preview() is None:
+            return None
         mask = self.last_mask
         source = self.image_combo.layer()
         self.viewer.layers.remove(PREVIEW_NAME)

@@ -34,7 +34,7 @@ from .._layers import METADATA_KEY, labels_like, volume_to_layer_data
 from ._common import layer_info, report
 from .study_browser import load_series, visit_origin
 
-__all__ = ["Timeline", "TimelineData", "timeline_data", "plot_trend"]
+__all__ = ["Timeline", "TimelineData", "plot_trend", "timeline_data"]
 
 _MR_ROLES = ("mr_t2", "mr", "mr_t1")
 
@@ -184,7 +184,9 @@ class Timeline(QWidget):
 
         self.browse_button.clicked.connect(self._browse)
         self.open_button.clicked.connect(lambda: self.open(self.path_edit.text()))
-        self.show_button.clicked.connect(lambda: self.show_patient(self.patient_combo.currentText()))
+        self.show_button.clicked.connect(
+            lambda: self.show_patient(self.patient_combo.currentText())
+        )
         for layer in napari_viewer.layers:  # prefill from layers loaded by the study browser
             if layer_info(layer).get("workspace"):
                 self.path_edit.setText(str(layer_info(layer)["workspace"]))
@@ -229,8 +231,8 @@ class Timeline(QWidget):
             self.viewer.layers.remove(name)
         for layer_data in data.layers:
             self.viewer.add_layer(Layer.create(*layer_data))
-        self.viewer.grid.stride = 2  # one cell per visit: MR + graft
-        self.viewer.grid.enabled = True
+        self.viewer.canvas.grid.stride = 2  # one cell per visit: MR + graft
+        self.viewer.canvas.grid.enabled = True
         plot_trend(self.axes, data.trend, title=f"{patient}: graft volume")
         self.canvas.draw_idle()
         self.data = data

@@ -1,0 +1,177 @@
+"""PACS over DICOMweb against a real Orthanc: credentials, search, pull, pipeline, push, find."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from conftest import PACS_PASSWORD, PACS_USER
+
+from islet_imaging.cli import main
+from islet_imaging.errors import PacsError
+from islet_imaging.io import dicomweb
+from islet_imaging.io.dicom import load_series
+from islet_imaging.io.files import read_mask
+from islet_imaging.io.seg import read_seg, seg_segments, write_seg
+from islet_imaging.io.sr import read_sr, write_sr
+
+
+@pytest.fixture
+def pacs_env(orthanc, monkeypatch, tmp_path):
+    """Point the CLI at the test Orthanc through the environment (no config file)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ISLET_PACS_URL", orthanc.url)
+    monkeypatch.setenv("ISLET_PACS_USER", orthanc.user)
+    monkeypatch.setenv("ISLET_PACS_PASSWORD", orthanc.password)
+    return orthanc
+
+
+def _cli_json(capsys, *argv) -> list[dict]:
+    assert main(["pacs", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+# --------------------------------------------------------------------------- configuration
+def test_config_file_environment_and_url_credentials(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.config/islet-imaging/pacs.toml
+    file = tmp_path / "pacs.toml"
+    file.write_text('[pacs]\nurl = "https://pacs.example.org/dicom-web/"\nuser = "u1"\n'
+                    'password = "file-secret"\n')  # fmt: skip
+    config = dicomweb.load_pacs_config(file, env={})
+    assert (config.url, config.user, config.password) == (
+        "https://pacs.example.org/dicom-web",
+        "u1",
+        "file-secret",
+    )
+    assert "file-secret" not in repr(config)
+    assert "file-secret" not in str(config)
+    env = {"ISLET_PACS_USER": "u2", "ISLET_PACS_PASSWORD": "env-secret"}
+    config = dicomweb.load_pacs_config(file, env=env)
+    assert (config.user, config.password) == ("u2", "env-secret")
+    config = dicomweb.load_pacs_config(
+        None, env={"ISLET_PACS_URL": "http://bob:p%40ss@127.0.0.1:8042/dicom-web"}
+    )
+    assert (config.url, config.user, config.password) == (
+        "http://127.0.0.1:8042/dicom-web",
+        "bob",
+        "p@ss",
+    )
+    with pytest.raises(PacsError, match="no PACS configured"):
+        dicomweb.load_pacs_config(None, env={})
+    with pytest.raises(PacsError, match="not found"):
+        dicomweb.load_pacs_config(tmp_path / "missing.toml", env={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[pacs]\npassword = "leak-me\n')
+    with pytest.raises(PacsError, match="not valid TOML") as info:
+        dicomweb.load_pacs_config(bad, env={})
+    assert "leak-me" not in str(info.value)
+
+
+def test_wrong_password_never_printed_or_logged(orthanc, monkeypatch, tmp_path, caplog, capsys):
+    wrong = "Wr0ng-pw-that-must-not-leak"
+    config = dicomweb.PacsConfig(url=orthanc.url, user=orthanc.user, password=wrong)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(PacsError, match="HTTP 401") as info:
+        dicomweb.search_studies(config, patient_id="ISLET-001")
+    assert wrong not in str(info.value)
+    assert "ISLET_PACS_PASSWORD" in str(info.value)  # the hint says what to fix
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ISLET_PACS_URL", orthanc.url)
+    monkeypatch.setenv("ISLET_PACS_USER", orthanc.user)
+    monkeypatch.setenv("ISLET_PACS_PASSWORD", wrong)
+    assert main(["pacs", "search", "--patient-id", "ISLET-001"]) == 2
+    captured = capsys.readouterr()
+    assert "HTTP 401" in captured.err
+    for text in (captured.out, captured.err, caplog.text):
+        assert wrong not in text
+    # the good password is not leaked by successful calls either
+    monkeypatch.setenv("ISLET_PACS_PASSWORD", PACS_PASSWORD)
+    assert main(["pacs", "search", "--patient-id", "nobody", "--json"]) == 0
+    captured = capsys.readouterr()
+    for text in (captured.out, captured.err, caplog.text):
+        assert PACS_PASSWORD not in text
+    assert orthanc.user == PACS_USER
+
+
+# --------------------------------------------------------------------------- end to end
+def test_pacs_round_trip_with_pipeline(pacs_env, phantom_study, tmp_path, capsys):
+    from islet_imaging.segment.muscle import reference_muscle_roi
+    from islet_imaging.study.pipeline import process_visit
+    from islet_imaging.study.workspace import Workspace
+
+    dicom = phantom_study / "dicom" / "ISLET-001"
+    stored = dicomweb.push(pacs_env, sorted(dicom.rglob("*.dcm")))
+    assert stored == len(list(dicom.rglob("*.dcm")))
+
+    # QIDO through the CLI: by patient, then narrowed by date and modality
+    studies = _cli_json(capsys, "search", "--patient-id", "ISLET-001")
+    assert len(studies) == 2
+    baseline = pydicom.dcmread(next((dicom / "V0" / "T2").iterdir()), stop_before_pixels=True)
+    date = baseline.StudyDate
+    iso = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    (study,) = _cli_json(capsys, "search", "--patient-id", "ISLET-001", "--from", iso, "--to", iso)
+    assert study["study_uid"] == baseline.StudyInstanceUID
+    assert set(study["modalities"]) == {"MR", "PT"}
+    assert len(_cli_json(capsys, "search", "--patient-id", "ISLET-001", "--modality", "PT")) == 2
+    assert _cli_json(capsys, "search", "--patient-id", "ISLET-001", "--modality", "SEG") == []
+
+    # WADO into a study workspace through the CLI, then the pipeline on that visit
+    workspace_dir = tmp_path / "ws"
+    Workspace.init(workspace_dir).close()
+    assert main(["pacs", "pull", study["study_uid"], "--workspace", str(workspace_dir)]) == 0
+    assert "pulled 3 series" in capsys.readouterr().out
+    with Workspace.open(workspace_dir) as workspace:
+        (visit_id,) = workspace.visits()["visit_id"]
+        result = process_visit(workspace, visit_id)
+    assert result.ok, result.reason
+    mr_uid = result.artifacts["mr_series_uid"]
+    pet_uid = result.artifacts["pet_series_uid"]
+    mr = load_series(workspace_dir / "dicom" / mr_uid)
+    pet = load_series(workspace_dir / "dicom" / pet_uid)
+    labels = read_mask(result.auto_mask["path"])
+    labels = labels.with_array(labels.array.astype(np.uint16)).as_mask()
+    assert labels.same_grid(mr)
+    reference = reference_muscle_roi(mr, graft=mr.with_array(labels.array > 0).as_mask())
+
+    seg_path = write_seg(
+        labels, mr, tmp_path / "out" / "seg.dcm", include_graft=True, reference_mask=reference
+    )
+    sr_path = write_sr(result.measurements, seg_path, [mr, pet], tmp_path / "out" / "sr.dcm")
+    assert main(["pacs", "push", str(tmp_path / "out")]) == 0
+    assert "stored 2 instance(s)" in capsys.readouterr().out
+
+    # find them again by QIDO, referencing the MR series they were made on
+    derived = dicomweb.find_derived(
+        pacs_env, study_uid=study["study_uid"], referenced_series_uid=mr_uid
+    )
+    assert sorted(d["modality"] for d in derived) == ["SEG", "SR"]
+    seg_series = _cli_json(capsys, "search", "--study", study["study_uid"], "--modality", "SEG")
+    assert [s["series_uid"] for s in seg_series] == [pydicom.dcmread(seg_path).SeriesInstanceUID]
+
+    # what comes back from the PACS is what was sent
+    (seg_back,) = dicomweb.pull_series(
+        pacs_env,
+        study_uid=study["study_uid"],
+        series_uid=seg_series[0]["series_uid"],
+        out_dir=tmp_path / "back",
+    )
+    n = int(labels.array.max())
+    np.testing.assert_array_equal(
+        read_seg(seg_back, reference=mr, segments=range(1, n + 1)).array, labels.array
+    )
+    assert [s.tracking_id for s in seg_segments(seg_back)][-2:] == ["graft", "reference"]
+    (sr_series,) = [d for d in derived if d["modality"] == "SR"]
+    (sr_back,) = dicomweb.pull_series(
+        pacs_env,
+        study_uid=study["study_uid"],
+        series_uid=sr_series["series_uid"],
+        out_dir=tmp_path / "back",
+    )
+    assert read_sr(sr_back).equals(read_sr(sr_path))
+    assert set(read_sr(sr_back)["metric"]) >= {"volume", "suv_max", "suv_mean", "suv_peak"}
+    assert Path(sr_back).parent.name == sr_series["series_uid"]

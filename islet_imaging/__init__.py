@@ -35,6 +35,12 @@ _LAZY = {
     "write_series": "islet_imaging.io.dicom_write",
     "make_visit": "islet_imaging.phantom",
     "generate_study": "islet_imaging.phantom",
+    "write_seg": "islet_imaging.io.seg",
+    "read_seg": "islet_imaging.io.seg",
+    "write_sr": "islet_imaging.io.sr",
+    "read_sr": "islet_imaging.io.sr",
+    "read_rtstruct": "islet_imaging.io.rtstruct",
+    "export_deidentified": "islet_imaging.io.deidentify",
 }
 
 __all__ = [

@@ -6,6 +6,8 @@ import datetime as dt
 import hashlib
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +177,35 @@ def test_pet_values_reflect_truth_activity(phantom_visit):
     assert truth["graft"]["graft_to_muscle_ratio"] > 3
 
 
+def test_noise_free_pet_is_the_normalised_psf_of_the_truth():
+    """Far (> 4 sigma of the PSF + half a voxel diagonal) from any other tissue, noise-free PET
+    equals the muscle activity: the Gaussian keeps > 99.8 % of its mass within 4 sigma and the
+    contrast to any neighbour is < 6x, so the error is < 1 %."""
+    from scipy import ndimage
+
+    from islet_imaging.register import resample_like
+
+    v = make_visit(seed=0, size="small", pet_noise_cv=0.0, mr_snr=math.inf)
+    assert v.truth["mr"]["t1_noise_sigma"] == 0
+    muscle_codes = [v.truth["tissues"][name]["code"] for name in
+                    ("brachioradialis", "flexors", "extensors", "deep_muscle")]  # fmt: skip
+    tissue = resample_like(v.tissue_labels, v.pet).array
+    muscle = np.isin(tissue, muscle_codes)
+    sigma = 5.0 / (2 * math.sqrt(2 * math.log(2)))
+    distance = ndimage.distance_transform_edt(muscle, sampling=v.pet.spacing)
+    # nearest-neighbour resampling misplaces boundaries by up to half an MR voxel diagonal
+    margin = 4 * sigma + math.dist((0, 0, 0), v.pet.spacing) / 2 + 2.5
+    core = distance > margin
+    assert core.sum() >= 5
+    expected = v.truth["reference_muscle"]["activity_bqml"]
+    np.testing.assert_allclose(v.pet.array[core], expected, rtol=0.01)
+    # without noise the graft peak is below the true activity (partial volume), never above
+    for d in v.truth["deposits"]:
+        inside = v.pet_deposit_labels.array == d["label"]
+        if inside.any():
+            assert v.pet.array[inside].max() <= d["activity_bqml"] * 1.0001
+
+
 def test_suv_in_truth_matches_the_qiba_formula_from_the_headers(phantom_visit):
     v = phantom_visit
     header = v.pet.meta["headers"][0]
@@ -284,6 +315,15 @@ def test_generate_study_layout_and_pydicom_reading(phantom_study):
         assert ds.FrameOfReferenceUID == truth["frame_of_reference_uid"]
         assert ds.SeriesInstanceUID == truth["series"][key]["series_uid"]
         ds.pixel_array  # decodes  # noqa: B018
+
+
+def test_dciodvfy_finds_no_error_or_warning_in_phantom_series(phantom_study):
+    dciodvfy = Path(sys.executable).with_name("dciodvfy")
+    for series, iod in (("T2", "MRImage"), ("PET", "PETImage")):
+        first = sorted((phantom_study / "dicom/ISLET-001/V1" / series).glob("*.dcm"))[0]
+        result = subprocess.run([str(dciodvfy), str(first)], capture_output=True, text=True)
+        report = (result.stdout + result.stderr).strip()
+        assert report == iod, report
 
 
 def test_dicom_geometry_in_simpleitk_and_loader_matches_truth(phantom_study, phantom_visit):

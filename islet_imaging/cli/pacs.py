@@ -1,4 +1,4 @@
-"""``islet-imaging pacs search|pull|push``: exchange with a PACS over DICOMweb.
+"""``islet-imaging pacs search|pull|push``: exchange with a PACS over DICOMweb (SEG + SR results).
 
 Credentials: ``ISLET_PACS_URL``, ``ISLET_PACS_USER``, ``ISLET_PACS_PASSWORD`` or a ``pacs.toml``
 (``--config``, default ``~/.config/islet-imaging/pacs.toml``); the password is never printed.
@@ -46,8 +46,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="study workspace: files go to <workspace>/dicom/ and are imported",
     )
 
-    push = actions.add_parser("push", help="store DICOM files (e.g. SEG and SR)")
-    push.add_argument("files", nargs="+", type=Path, help="files or folders")
+    push = actions.add_parser(
+        "push",
+        help="store DICOM files, or the SEG + SR of a workspace's results",
+        description="Store DICOM files (STOW-RS). With --results WORKSPACE, first write the "
+        "latest pipeline results of each visit (or of --visit) as a DICOM SEG (deposits, graft, "
+        "reference muscle) and a TID 1500 SR referencing it, under WORKSPACE/exchange/.",
+    )
+    push.add_argument("files", nargs="*", type=Path, help="files or folders")
+    push.add_argument("--results", type=Path, metavar="WORKSPACE", help="study workspace")
+    push.add_argument("--visit", type=int, nargs="+", help="visit ids (default: all with results)")
     parser.set_defaults(func=run)
 
 
@@ -126,6 +134,81 @@ def run(args: argparse.Namespace) -> int:
             print(f"workspace {args.workspace}: {summary}")
         return 0
     files = _files(args.files)
+    if args.results:
+        files += _export_results(args.results, args.visit)
     stored = dicomweb.push(client, files)
     print(f"stored {stored} instance(s)")
     return 0
+
+
+def _export_results(root: Path, visits: list[int] | None) -> list[Path]:
+    """Write SEG + SR of the latest successful run of each visit; return their paths."""
+    import secrets
+
+    import numpy as np
+
+    from islet_imaging.errors import WorkspaceError
+    from islet_imaging.io.dicom import load_volumes
+    from islet_imaging.io.seg import seg_segments, write_seg
+    from islet_imaging.io.sr import object_tracking_id, write_sr
+    from islet_imaging.segment.muscle import reference_muscle_roi
+    from islet_imaging.study.workspace import Workspace
+
+    written: list[Path] = []
+    with Workspace.open(root) as workspace:
+        table = workspace.measurements()
+        visit_table = workspace.visits()
+        visit_labels = dict(zip(visit_table["visit_id"], visit_table["label"], strict=True))
+        for visit in visits or sorted(set(table["visit_id"])):
+            run = workspace.current_run(visit)
+            if run is None:
+                raise WorkspaceError(
+                    "the visit has no successful pipeline run",
+                    tag="visit",
+                    value=visit,
+                    hint="run the pipeline first (islet-imaging run)",
+                )
+            mask = workspace.mask_version(run["mask_id"]) if run["mask_id"] else None
+            mask = mask or workspace.latest_mask(visit)
+            series = workspace.series(visit).set_index("series_uid")
+            files = series.loc[run["artifacts"]["mr_series_uid"], "files"]
+            labels = mask.read()
+            mr = next((v for v in load_volumes(list(files)) if v.same_grid(labels)), None)
+            if mr is None:
+                raise WorkspaceError("the mask is not on its MR series grid", path=mask.path)
+            images = [mr]
+            pet_uid = run["artifacts"].get("pet_series_uid")
+            if pet_uid in series.index:
+                images += load_volumes(list(series.loc[pet_uid, "files"]))[:1]
+            labels = labels.with_array(np.asarray(labels.array).astype(np.uint16)).as_mask()
+            graft = mr.with_array(labels.array > 0).as_mask()
+            folder = root / "exchange" / f"visit-{visit}"
+            token = secrets.token_hex(4)
+            seg = write_seg(
+                labels,
+                mr,
+                folder / f"seg-{token}.dcm",
+                include_graft=True,
+                reference_mask=reference_muscle_roi(mr, graft=graft),
+            )
+            rows = table[table["visit_id"] == visit]
+            tracked = {s.tracking_id for s in seg_segments(seg)}
+            keep = [
+                object_tracking_id(obj, label) in tracked
+                for obj, label in zip(rows["object"], rows["label"], strict=True)
+            ]
+            if not all(keep):
+                print(
+                    f"visit {visit}: {len(keep) - sum(keep)} measurement(s) of objects "
+                    "without a segment (binary mask) are not in the SR"
+                )
+            sr = write_sr(
+                rows[keep],
+                seg,
+                images,
+                folder / f"sr-{token}.dcm",
+                time_point=visit_labels.get(visit),
+            )
+            print(f"visit {visit}: wrote {seg} and {sr}")
+            written += [seg, sr]
+    return written

@@ -8,6 +8,8 @@ import sys
 
 __all__ = ["register", "run"]
 
+_MAX_PROBLEMS = 20
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``scan`` sub-command."""
@@ -71,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     if index.problems:
         console.print(f"[yellow]{len(index.problems)} file(s) not used:[/yellow]")
-        for problem in index.problems:
+        for problem in index.problems[:_MAX_PROBLEMS]:
             console.print(f"  {problem.path}: {problem.reason}", markup=False, highlight=False)
+        if len(index.problems) > _MAX_PROBLEMS:
+            console.print(
+                f"  ... and {len(index.problems) - _MAX_PROBLEMS} more (--json lists all)"
+            )
     return 0

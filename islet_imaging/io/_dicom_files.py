@@ -70,9 +70,18 @@ class ZipReader:
 
     def read(self, path: str, limit: int | None = None) -> bytes:
         """Read ``path`` (a real file, or ``archive.zip/member``), at most ``limit`` bytes."""
-        if os.path.isfile(path):
+        return self.read_sized(path, limit)[0]
+
+    def read_sized(self, path: str, limit: int | None = None) -> tuple[bytes, int]:
+        """Like :meth:`read`, also returning the full size of the file in bytes."""
+        try:
             with open(path, "rb") as fh:
-                return fh.read() if limit is None else fh.read(limit)
+                if limit is None:
+                    data = fh.read()
+                    return data, len(data)
+                return fh.read(limit), os.fstat(fh.fileno()).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # maybe a member of a zip archive
         archive, member = _split_zip_path(path)
         if not is_safe_member(member):
             raise NotDicomError(f"unsafe path inside archive: {member!r}")
@@ -81,20 +90,11 @@ class ZipReader:
             if zf is None:
                 zf = self._archives[archive] = zipfile.ZipFile(archive)
             try:
+                size = zf.getinfo(member).file_size
                 with zf.open(member) as fh:
-                    return fh.read() if limit is None else fh.read(limit)
+                    return (fh.read() if limit is None else fh.read(limit)), size
             except KeyError as exc:
                 raise NotDicomError("file not found") from exc
-
-    def size(self, path: str) -> int:
-        """Size in bytes of a file or zip member."""
-        if os.path.isfile(path):
-            return os.path.getsize(path)
-        archive, member = _split_zip_path(path)
-        with self._lock:
-            zf = self._archives.get(archive) or zipfile.ZipFile(archive)
-            self._archives[archive] = zf
-            return zf.getinfo(member).file_size
 
     def close(self) -> None:
         """Close every archive opened so far."""
@@ -183,6 +183,16 @@ class DicomFile:
         value = _python_value(self._dataset[tag].value)
         return default if value is None else value
 
+    def compact(self) -> DicomFile:
+        """Drop the file bytes once the header values are decoded (scans of large trees).
+
+        Enhanced multi-frame headers keep their bytes: their functional groups are parsed on
+        demand.
+        """
+        if self.header is not None and not self.is_enhanced:
+            self.data = b""
+        return self
+
     @property
     def is_enhanced(self) -> bool:
         """True for multi-frame objects with functional groups (Enhanced MR/PET/CT...)."""
@@ -257,7 +267,9 @@ def read_dicom_file(
         With the reason (not DICOM, truncated, unreadable).
     """
     try:
-        data = reader.read(path, _HEAD if headers_only else None)
+        data, size = reader.read_sized(path, _HEAD if headers_only else None)
+    except IsADirectoryError as exc:
+        raise NotDicomError("a folder, not a file") from exc
     except OSError as exc:
         raise NotDicomError(f"cannot read file ({exc.strerror or exc})") from exc
     limit = _HEAD
@@ -274,13 +286,12 @@ def read_dicom_file(
                 raise NotDicomError(
                     f"truncated file: the header ends after {len(data)} bytes inside an element"
                 )
-            if header.pixel_offset is not None and header.pixel_length is not None:
-                size = reader.size(path) if partial else len(data)
-                if header.pixel_offset + header.pixel_length > size:
-                    raise NotDicomError(
-                        f"truncated file: PixelData (7FE0,0010) needs {header.pixel_length} "
-                        f"bytes, {size - header.pixel_offset} present"
-                    )
+            pixels = header.pixel_offset, header.pixel_length
+            if None not in pixels and pixels[0] + pixels[1] > size:
+                raise NotDicomError(
+                    f"truncated file: PixelData (7FE0,0010) needs {header.pixel_length} "
+                    f"bytes, {size - header.pixel_offset} present"
+                )
             return DicomFile(path, data, header, None)
     if partial:
         data = reader.read(path)

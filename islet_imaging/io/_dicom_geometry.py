@@ -185,7 +185,7 @@ def plan_stack(frames: list[Frame], mode: GeometryMode) -> Stack:
             )
 
     steps = np.diff(dist)
-    median = float(np.median(steps))
+    median = _nominal_step(steps)
     bad = np.flatnonzero(np.abs(steps - median) > _STEP_REL_TOL * median + _STEP_ABS_TOL)
     length = float(dist[-1] - dist[0])
     if bad.size:
@@ -196,7 +196,7 @@ def plan_stack(frames: list[Frame], mode: GeometryMode) -> Stack:
         if mode is GeometryMode.STRICT:
             raise GeometryError(
                 f"slice spacing is not uniform: {what} of {steps[i]:.3f} mm between {a.path} "
-                f"and {b.path} where the median step is {median:.3f} mm"
+                f"and {b.path} where the regular step is {median:.3f} mm"
                 + (f" ({missing} slice(s) missing?)" if missing > 0 else "")
                 + f"; {bad.size} irregular step(s) in total",
                 path=a.path,
@@ -207,7 +207,7 @@ def plan_stack(frames: list[Frame], mode: GeometryMode) -> Stack:
         if mode is GeometryMode.RESAMPLE:
             n_out = round(length / median) + 1
             warnings.append(
-                f"irregular slice spacing ({bad.size} step(s) off the median {median:.3f} mm): "
+                f"irregular slice spacing ({bad.size} step(s) off the regular {median:.3f} mm): "
                 f"{n} slices resampled onto {n_out} slices along the normal"
             )
             return Stack(
@@ -222,7 +222,7 @@ def plan_stack(frames: list[Frame], mode: GeometryMode) -> Stack:
                 warnings,
             )
         warnings.append(
-            f"irregular slice spacing ({bad.size} step(s) off the median {median:.3f} mm) "
+            f"irregular slice spacing ({bad.size} step(s) off the regular {median:.3f} mm) "
             f"accepted: slices kept with their mean spacing {length / (n - 1):.3f} mm"
         )
     return Stack(
@@ -236,6 +236,16 @@ def plan_stack(frames: list[Frame], mode: GeometryMode) -> Stack:
         resample,
         warnings,
     )
+
+
+def _nominal_step(steps: np.ndarray) -> float:
+    """The regular slice step: the smallest step if every step is a multiple of it (gaps from
+    missing slices), else the median step."""
+    smallest = float(np.min(steps))
+    ratios = steps / smallest
+    if np.all(np.abs(ratios - np.round(ratios)) < 0.02):
+        return smallest
+    return float(np.median(steps))
 
 
 def first_value(frame: Frame) -> float:

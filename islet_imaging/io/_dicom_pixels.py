@@ -87,8 +87,9 @@ class PixelReader:
             array = self._decoded.get(key)
             if array is None:
                 try:
-                    ds = file.dataset(pixels=True)
-                    array = ds.pixel_array
+                    array = _decode_encapsulated(file)
+                    if array is None:
+                        array = file.dataset(pixels=True).pixel_array
                 except Exception as exc:  # decoder plugins raise many types
                     ts = file.get("TransferSyntaxUID")
                     raise DicomSeriesError(
@@ -114,6 +115,31 @@ class PixelReader:
             np.multiply(image, np.float32(frame.slope), out=out, dtype=np.float32, casting="unsafe")
         if frame.intercept != 0.0:
             out += np.float32(frame.intercept)
+
+
+def _decode_encapsulated(file: DicomFile) -> np.ndarray | None:
+    """Decode compressed pixel data straight from the file bytes (no full pydicom parse).
+
+    Returns None when the fast walker did not read this file (pydicom decodes it instead).
+    """
+    header = file.header
+    if header is None or header.pixel_offset is None or header.pixel_length is not None:
+        return None
+    from pydicom.pixels import get_decoder
+
+    bits = int(file.get("BitsAllocated", 16) or 16)
+    array, _ = get_decoder(header.transfer_syntax).as_array(
+        file.data[header.pixel_offset :],
+        rows=int(file.get("Rows")),
+        columns=int(file.get("Columns")),
+        samples_per_pixel=1,
+        bits_allocated=bits,
+        bits_stored=int(file.get("BitsStored", bits) or bits),
+        pixel_representation=int(file.get("PixelRepresentation", 0) or 0),
+        photometric_interpretation=str(file.get("PhotometricInterpretation", "MONOCHROME2")),
+        number_of_frames=int(file.get("NumberOfFrames", 1) or 1),
+    )
+    return array
 
 
 def _fix_bits(image: np.ndarray, stored: int, bits: int, signed: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from islet_imaging.errors import DicomSeriesError, GeometryError, IsletImagingError
+from islet_imaging.errors import DicomSeriesError, IsletImagingError
 from islet_imaging.io._dicom_files import DicomFile, LazyHeaders, thread_pool
 from islet_imaging.io._dicom_frames import Frame, file_frames, split_frames
 from islet_imaging.io._dicom_geometry import GeometryMode, Stack, plan_stack, resample_stack
@@ -129,6 +129,11 @@ def load_volumes(
     mode = _enum(GeometryMode, geometry, "geometry")
     suv = None if units is None else _enum(SuvKind, units, "units")
     files, problems, entry_uid = _resolve_files(source)
+    if series_uid is not None and entry_uid is None and len(files) > 1:
+        # read the headers first so that only the files of the wanted series are read whole
+        heads, bad = read_headers(files, headers_only=True, progress=False)
+        files = [d.path for d in heads if d.get("SeriesInstanceUID") == series_uid]
+        problems = problems + bad
     series_uid = series_uid or entry_uid
     dicoms, bad = read_headers(files, headers_only=False, progress=False)
     problems = problems + bad
@@ -186,10 +191,10 @@ def load_series(
     Examples
     --------
     >>> import tempfile, numpy as np
-    >>> from islet_imaging import Volume
+    >>> from islet_imaging import GeometryError, Volume
     >>> from islet_imaging.io.dicom_write import write_series
     >>> axial = [[0, 0, 1], [0, 1, 0], [1, 0, 0]]  # slice normal, column and row cosines
-    >>> vol = Volume(np.arange(48, dtype=np.float32).reshape(3, 4, 4), spacing=(5, 1, 1),
+    >>> vol = Volume(np.arange(64, dtype=np.float32).reshape(4, 4, 4), spacing=(5, 1, 1),
     ...              origin=(-10, 20, 30), direction=axial)
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     files = write_series(vol, tmp, modality="MR")
@@ -201,7 +206,7 @@ def load_series(
     ...     mr = load_series(tmp, geometry="resample")
     refused: ImagePositionPatient
     >>> mr.shape, mr.spacing, mr.origin, float(mr.array[1, 0, 0])
-    ((3, 4, 4), (5.0, 1.0, 1.0), (-10.0, 20.0, 30.0), 16.0)
+    ((4, 4, 4), (5.0, 1.0, 1.0), (-10.0, 20.0, 30.0), 16.0)
     """
     volumes = load_volumes(
         source, series_uid=series_uid, units=units, geometry=geometry, split=split

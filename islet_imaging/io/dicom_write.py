@@ -48,7 +48,14 @@ from islet_imaging._atomic import atomic_path
 from islet_imaging.errors import IsletImagingError
 from islet_imaging.volume import Volume
 
-__all__ = ["Modality", "Rescale", "deterministic_uid", "series_datasets", "write_series"]
+__all__ = [
+    "Modality",
+    "Rescale",
+    "deterministic_uid",
+    "quantise",
+    "series_datasets",
+    "write_series",
+]
 
 #: Implementation identity written in every file meta header (fixed, so bytes are reproducible).
 IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.8.498.34171513926395473102883520549")
@@ -172,10 +179,27 @@ def _resolve_transfer_syntax(transfer_syntax: str | None) -> UID:
     return uid
 
 
-def _stored_values(
+def quantise(
     array: np.ndarray, rescale: Rescale, pixel_dtype: np.dtype
 ) -> tuple[np.ndarray, list[float]]:
-    """Quantise ``array`` (z, y, x) to ``pixel_dtype``; return stored values and slopes."""
+    """Stored integers and per-slice RescaleSlopes that :func:`write_series` would write.
+
+    Parameters
+    ----------
+    array : ndarray, shape (nz, ny, nx)
+        Values in physical units.
+    rescale : Rescale
+        ``NONE`` rounds the values; ``PER_SLICE`` / ``GLOBAL`` choose the slope(s) so that the
+        largest absolute value uses the whole integer range (slopes rounded up to 8
+        significant digits, so their Decimal String is exact).
+    pixel_dtype : numpy dtype
+        int16 or uint16.
+
+    Returns
+    -------
+    stored : ndarray of ``pixel_dtype``, shape (nz, ny, nx)
+    slopes : list of float, one per slice (``stored * slope`` ≈ value, error ≤ slope / 2)
+    """
     info = np.iinfo(pixel_dtype)
     data = np.asarray(array, dtype=np.float64)
     if not np.all(np.isfinite(data)):
@@ -301,7 +325,7 @@ def series_datasets(
             "pixel_dtype must be 'int16' or 'uint16'", tag="pixel_dtype", value=pixel_dtype
         )
     ts_uid = _resolve_transfer_syntax(transfer_syntax)
-    stored, slopes = _stored_values(volume.array, rescale, dtype)
+    stored, slopes = quantise(volume.array, rescale, dtype)
 
     series_date = series_date or study_date
     series_time = series_time or study_time

@@ -269,9 +269,10 @@ def read_headers(
 
     def one(path: str) -> DicomFile | FileProblem:
         try:
-            return read_dicom_file(path, reader, headers_only=headers_only)
+            dicom = read_dicom_file(path, reader, headers_only=headers_only)
         except NotDicomError as exc:
             return FileProblem(path, str(exc))
+        return dicom.compact() if headers_only else dicom
 
     def chunk(paths: list[str]) -> list[DicomFile | FileProblem]:
         return [one(p) for p in paths]

@@ -50,7 +50,7 @@ __all__ = [
     "source_headers",
     "tracking_uid",
     "write_seg",
-    "write_seg_layer",
+    "write_seg_labels",
 ]
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -310,7 +310,8 @@ def build_seg(
         label = (labels or {}).get(value) or (
             default_name if boolean else f"{default_name} {value}"
         )
-        track = (tracking_ids or {}).get(value) or label.lower()
+        default_track = "reference" if kind is SegmentKind.REFERENCE_MUSCLE else label.lower()
+        track = (tracking_ids or {}).get(value) or default_track
         entries.append((label, track, kind, array == value))
     if include_graft and not boolean:
         entries.append(("Graft", "graft", SegmentKind.GRAFT, array > 0))
@@ -333,12 +334,16 @@ def build_seg(
         )
         for number, (label, track, segment_kind, _) in enumerate(entries, start=1)
     ]
-    # frames x rows x columns x segments, one binary plane per segment
-    stacked = np.stack([entry[-1] for entry in entries], axis=-1)
+    if len(entries) == len(values):  # disjoint segments: a label map (1..n) is enough
+        stacked = np.zeros(array.shape, np.uint16)
+        for number, entry in enumerate(entries, start=1):
+            stacked[entry[-1]] = number
+    else:  # overlapping segments: frames x rows x columns x segments, one plane each
+        stacked = np.stack([entry[-1] for entry in entries], axis=-1)
     if frames[0] is None:
         pixel_array = stacked
     else:
-        pixel_array = np.zeros((int(headers[0].NumberOfFrames), *stacked.shape[1:]), bool)
+        pixel_array = np.zeros((int(headers[0].NumberOfFrames), *stacked.shape[1:]), stacked.dtype)
         pixel_array[np.asarray(frames) - 1] = stacked
     with _source_name_warnings_ignored():
         return _segmentation(
@@ -606,30 +611,47 @@ def read_seg(
 
 
 # --------------------------------------------------------------------------- napari writer
-def write_seg_layer(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
-    """npe2 single-layer writer: save a napari Labels layer as DICOM SEG.
+def write_seg_labels(
+    labels: Volume,
+    path: str | os.PathLike,
+    *,
+    image: Volume | None = None,
+    algorithm_type: AlgorithmType | str = AlgorithmType.MANUAL,
+    **options: Any,
+) -> Path:
+    """Save a labels Volume (e.g. a napari Labels layer) as a DICOM SEG of its source series.
 
-    The layer's ``metadata`` must hold the source image Volume under ``"source"`` (the image the
-    labels were drawn on, loaded from DICOM) and may hold ``"volume"``, the labels' own Volume;
-    otherwise the labels are assumed to be on the source grid. Labels of a boolean layer give one
-    segment; integer labels one segment per value. Returns ``[path]``.
+    This is the function behind the napari plugin's DICOM SEG writer: the plugin turns the layer
+    into a Volume on its original grid and calls it.
+
+    Parameters
+    ----------
+    labels : Volume
+        Boolean or integer labels (one segment per label value).
+    path
+        Output ``.dcm`` file (written atomically, never overwriting).
+    image : Volume, optional
+        The DICOM image the labels were drawn on. Default: loaded from
+        ``labels.meta['source_files']`` (the files of the source series).
+    algorithm_type
+        MANUAL by default (a person drew or corrected the labels).
+    **options
+        Other options of :func:`build_seg`.
     """
-    metadata = dict(meta.get("metadata") or {})
-    source = metadata.get("source")
-    if not isinstance(source, Volume):
-        raise IsletImagingError(
-            "the labels layer does not say which DICOM image it was drawn on",
-            tag="layer.metadata['source']",
-            hint="open the image with the islet-imaging reader and draw labels on it",
-        )
-    array = np.asarray(data)
-    mask_vol = metadata.get("volume")
-    if isinstance(mask_vol, Volume) and mask_vol.shape == array.shape:
-        mask = mask_vol.with_array(array)
-    else:
-        mask = source.with_array(array)
-    if mask.array.dtype != bool:
-        mask = mask.with_array(mask.array.astype(np.uint16))
-    name = str(meta.get("name") or "labels")
-    write_seg(mask, source, path, algorithm_type=AlgorithmType.MANUAL, series_description=name)
-    return [str(path)]
+    if image is None:
+        files = labels.meta.get("source_files")
+        if not files:
+            raise IsletImagingError(
+                "the labels do not say which DICOM series they were drawn on",
+                tag="meta['source_files']",
+                hint="draw the labels on an image opened from DICOM, or pass image=",
+            )
+        from islet_imaging.io.dicom import load_volumes
+
+        candidates = [v for v in load_volumes(list(files)) if v.same_grid(labels)]
+        image = candidates[0] if candidates else load_volumes(list(files))[0]
+    array = np.asarray(labels.array)
+    if array.dtype != bool:
+        array = array.astype(np.uint16)
+    mask = labels.with_array(array).as_mask()
+    return write_seg(mask, image, path, algorithm_type=algorithm_type, **options)

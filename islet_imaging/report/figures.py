@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["trend_plot", "visit_thumbnail", "cohort_plot"]
+__all__ = ["cohort_plot", "trend_plot", "visit_thumbnail"]
 
 _DPI = 100
 
@@ -135,7 +135,9 @@ def visit_thumbnail(
     mr = np.asarray(mr, dtype=float)
     rows, cols = mr.shape
     extent = (0, cols * pixel_spacing[1], rows * pixel_spacing[0], 0)
-    figure = Figure(figsize=(3.0, 3.0 * rows * pixel_spacing[0] / max(cols * pixel_spacing[1], 1e-6) + 0.3))
+    figure = Figure(
+        figsize=(3.0, 3.0 * rows * pixel_spacing[0] / max(cols * pixel_spacing[1], 1e-6) + 0.3)
+    )
     axis = figure.add_axes((0, 0, 1, 0.92))
     low, high = np.percentile(mr, [1, 99.5]) if mr.size else (0, 1)
     axis.imshow(mr, cmap="gray", vmin=low, vmax=high if high > low else low + 1, extent=extent)

@@ -34,7 +34,7 @@ from islet_imaging.report import figures
 from islet_imaging.study.longitudinal import DEFAULT_LIMITS, ChangeLimit, longitudinal_table
 from islet_imaging.study.workspace import Workspace
 
-__all__ = ["KEY_METRICS", "write_report", "ReportFiles"]
+__all__ = ["KEY_METRICS", "ReportFiles", "write_report"]
 
 #: Metrics of the whole graft shown in the visit tables, in order, with their column titles.
 KEY_METRICS: dict[str, str] = {
@@ -236,12 +236,13 @@ def write_report(
     visits = workspace.visits()
     visits["days"] = visits["days_since_implantation"].where(
         visits["days_since_implantation"].notna(),
-        (pd.to_datetime(visits["visit_date"]) - pd.to_datetime(visits.groupby("patient")["visit_date"].transform("min"))).dt.days,
+        (
+            pd.to_datetime(visits["visit_date"])
+            - pd.to_datetime(visits.groupby("patient")["visit_date"].transform("min"))
+        ).dt.days,
     )
     measurements = workspace.measurements()
-    table = longitudinal_table(
-        measurements, visits, deposits=workspace.deposits(), limits=limits
-    )
+    table = longitudinal_table(measurements, visits, deposits=workspace.deposits(), limits=limits)
     runs = workspace.runs()
     data = _write_exports(out, measurements, table, runs)
 
@@ -284,7 +285,11 @@ def write_report(
             )
             thumbs.append({"label": visit.label, "src": f"../{image}" if image else None})
             provenance.append(
-                {"label": visit.label, "date": visit.visit_date, **_provenance(workspace, visit.visit_id, run)}
+                {
+                    "label": visit.label,
+                    "date": visit.visit_date,
+                    **_provenance(workspace, visit.visit_id, run),
+                }
             )
         deposit_table = _deposit_rows(pt)
         identity = _identifiers(workspace, int(patient.id)) if include_identifiers else {}
@@ -305,14 +310,22 @@ def write_report(
             version=__version__,
             generated=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
         )
-        patient_pages[stem] = write_text_atomic(out / "patients" / f"{stem}.html", html, overwrite=True)
+        patient_pages[stem] = write_text_atomic(
+            out / "patients" / f"{stem}.html", html, overwrite=True
+        )
         cohort_rows.append(_cohort_row(stem, pv, pt, identity))
 
     cohort_figures = []
-    for metric, title in (("volume", "Graft volume"), ("suv_max", "SUVmax"), ("suv_peak", "SUVpeak")):
+    for metric, title in (
+        ("volume", "Graft volume"),
+        ("suv_max", "SUVmax"),
+        ("suv_peak", "SUVpeak"),
+    ):
         if (table["metric"] == metric).any():
             cohort_figures.append(
-                save_png(f"cohort_{metric}.png", figures.cohort_plot(table, metric=metric, title=title))
+                save_png(
+                    f"cohort_{metric}.png", figures.cohort_plot(table, metric=metric, title=title)
+                )
             )
     status = workspace.status()
     problems = status.visits[status.visits["state"].isin(["failed", "interrupted", "new", "stale"])]
@@ -391,7 +404,9 @@ def _write_exports(
     written = {}
     for name, frame in (("measurements", measurements), ("longitudinal", table)):
         csv_path = out / "data" / f"{name}.csv"
-        written[f"{name}_csv"] = write_text_atomic(csv_path, frame.to_csv(index=False), overwrite=True)
+        written[f"{name}_csv"] = write_text_atomic(
+            csv_path, frame.to_csv(index=False), overwrite=True
+        )
         buffer = io.BytesIO()
         frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object}).to_parquet(
             buffer, index=False

@@ -50,7 +50,7 @@ from islet_imaging.segment.cleanup import (
     remove_small_objects,
     seeds_to_indices,
 )
-from islet_imaging.segment.muscle import muscle_mask, reference_muscle_roi
+from islet_imaging.segment.muscle import muscle_masks, reference_muscle_roi
 from islet_imaging.volume import Volume
 
 __all__ = [
@@ -183,8 +183,9 @@ def segment_graft_mr(
     polarity = as_enum(Polarity, polarity, "polarity")
     sign = 1.0 if polarity is Polarity.BRIGHT else -1.0
     signal = sign * np.asarray(mr.array, dtype=np.float32)
+    tissue = None
     if region is None:
-        region = muscle_mask(mr)
+        tissue, region = muscle_masks(mr)
     else:
         check_same_grid(mr, region, "region")
     allowed = region.array.astype(bool)
@@ -197,7 +198,7 @@ def segment_graft_mr(
     ref_stats = None
     if method in (MRMethod.REFERENCE, MRMethod.REGION_GROWING):
         if reference is None:
-            reference = reference_muscle_roi(mr)
+            reference = reference_muscle_roi(mr, muscle=tissue)
         check_same_grid(mr, reference, "reference")
         ref_values = signal[reference.array.astype(bool)]
         if ref_values.size < 2:
@@ -281,13 +282,13 @@ def _hysteresis(
     """Cores above mean + k·SD, kept when they stand out from their own surroundings.
 
     For each core, the local muscle level ``b`` is the median of the search region in a shell
-    ``BACKGROUND_SHELL_MM`` around it (the reference mean when the shell is empty). A core whose
-    level (90th percentile) is less than k·SD above ``b`` is a bias-field or muscle-signal
-    variation and is dropped; otherwise its edge is placed at ``b + boundary_fraction·(level −
-    b)`` (at least 2 SD above ``b``) and the region is grown from the core down to that level.
+    :data:`BACKGROUND_SHELL_MM` around it (the reference mean when the shell is empty). A core
+    whose level (90th percentile) is less than k·SD above ``b`` is a bias-field or
+    muscle-signal variation and is dropped; otherwise its edge is placed at
+    ``b + boundary_fraction·(level − b)`` (at least 2 SD above ``b``) and the region is grown
+    from the core down to that level.
     """
-    high = mean + k * sd
-    core = (signal >= high) & allowed
+    core = (signal >= mean + k * sd) & allowed
     labels, n = label_components(core)
     if n == 0:
         return core

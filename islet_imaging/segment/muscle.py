@@ -24,7 +24,7 @@ from islet_imaging.segment.cleanup import (
 )
 from islet_imaging.volume import Volume
 
-__all__ = ["body_mask", "bone_mask", "muscle_mask", "reference_muscle_roi"]
+__all__ = ["body_mask", "bone_mask", "muscle_mask", "muscle_masks", "reference_muscle_roi"]
 
 
 def _fill_holes_2d(mask: np.ndarray) -> np.ndarray:
@@ -92,10 +92,7 @@ def _classes(mr: Volume, body: np.ndarray) -> np.ndarray:
     values = mr.array[body].astype(np.float32)
     muscle = _mode(values)
     high = values[values > 1.5 * muscle]
-    if high.size > 0.02 * values.size:
-        bright = 0.5 * (muscle + _mode(high))
-    else:
-        bright = 1.5 * muscle
+    bright = 0.5 * (muscle + _mode(high)) if high.size > 0.02 * values.size else 1.5 * muscle
     return np.digitize(mr.array, [0.5 * muscle, bright]).astype(np.uint8)
 
 
@@ -128,7 +125,15 @@ def bone_mask(mr: Volume, *, body: Volume | None = None, cortex_mm: float = 3.0)
     """
     body_arr = (body if body is not None else body_mask(mr)).array.astype(bool)
     classes = _classes(mr, body_arr)
-    superficial = ndi.distance_transform_edt(body_arr, sampling=mr.spacing) <= 3.0
+    depth = ndi.distance_transform_edt(body_arr, sampling=mr.spacing)
+    bone = _bone(mr, body_arr, classes, depth, cortex_mm)
+    return mask_volume(mr, bone, method="bone_marrow_cortex", parameters={"cortex_mm": cortex_mm})
+
+
+def _bone(
+    mr: Volume, body_arr: np.ndarray, classes: np.ndarray, depth: np.ndarray, cortex_mm: float
+) -> np.ndarray:
+    superficial = depth <= 3.0
     bright = (classes == 2) & body_arr
     marrow = np.zeros(mr.shape, bool)
     # partial volume can bridge marrow and fat through a thin cortex: also try eroded cores
@@ -148,8 +153,7 @@ def bone_mask(mr: Volume, *, body: Volume | None = None, cortex_mm: float = 3.0)
             if shell.any() and np.mean(classes[crop][shell] == 0) > 0.2:
                 marrow[crop] |= this
     near = ndi.distance_transform_edt(~marrow, sampling=mr.spacing) <= cortex_mm
-    bone = marrow | (near & body_arr)
-    return mask_volume(mr, bone, method="bone_marrow_cortex", parameters={"cortex_mm": cortex_mm})
+    return marrow | (near & body_arr)
 
 
 def muscle_mask(
@@ -165,8 +169,8 @@ def muscle_mask(
 
     Muscle is the intermediate class inside the body eroded by ``skin_mm``; components below
     ``min_volume_mm3`` or lying mostly within ``skin_mm + 3`` mm of the skin (the skin itself
-    has a muscle-like signal) are dropped; voxels touching fat (partial-volume mixtures) and
-    bone are removed.
+    has a muscle-like signal) are dropped; voxels touching fat outside the compartment
+    (muscle/fat partial-volume mixtures) and bone are removed.
 
     Parameters
     ----------
@@ -189,6 +193,22 @@ def muscle_mask(
     Volume
         Boolean mask, ``meta['method'] = 'muscle_otsu'``.
     """
+    tissue, compartment = muscle_masks(
+        mr, body=body, exclude_bone=exclude_bone, skin_mm=skin_mm, min_volume_mm3=min_volume_mm3
+    )
+    return compartment if include_enclosed else tissue
+
+
+def muscle_masks(
+    mr: Volume,
+    *,
+    body: Volume | None = None,
+    exclude_bone: bool = True,
+    skin_mm: float = 2.0,
+    min_volume_mm3: float = 1000.0,
+) -> tuple[Volume, Volume]:
+    """Muscle tissue and muscle compartment at once: ``muscle_mask`` with
+    ``include_enclosed=False`` and ``True``, sharing the work."""
     body_vol = body if body is not None else body_mask(mr)
     check_same_grid(mr, body_vol, "body")
     body_arr = body_vol.array.astype(bool)
@@ -202,21 +222,26 @@ def muscle_mask(
     superficial = ndi.sum_labels(depth <= skin_mm + 3.0, labels, np.arange(n + 1))
     keep = (counts >= min_volume_mm3) & (superficial * voxel_mm3 <= 0.5 * counts)
     keep[0] = False
-    muscle = keep[labels]
-    if include_enclosed:
-        muscle = _fill_holes_2d(muscle) & inner
-    # voxels touching fat outside the compartment are muscle/fat partial-volume mixtures
-    fat = (classes == 2) & ~muscle
-    muscle &= ~ndi.binary_dilation(fat, structure=np.ones((3, 3, 3), bool))
-    if exclude_bone:
-        muscle &= ~bone_mask(mr, body=body_vol).array
-    params = {
-        "exclude_bone": exclude_bone,
-        "include_enclosed": include_enclosed,
-        "skin_mm": skin_mm,
-        "min_volume_mm3": min_volume_mm3,
-    }
-    return mask_volume(mr, muscle, method="muscle_otsu", parameters=params)
+    tissue = keep[labels]
+    compartment = _fill_holes_2d(tissue) & inner
+    bone = _bone(mr, body_arr, classes, depth, 3.0) if exclude_bone else None
+    out = []
+    for muscle in (tissue, compartment):
+        # voxels touching fat outside the compartment are muscle/fat partial-volume mixtures
+        fat = (classes == 2) & ~muscle
+        muscle = muscle & ~ndi.binary_dilation(fat, structure=np.ones((3, 3, 3), bool))
+        if bone is not None:
+            muscle &= ~bone
+        out.append(muscle)
+    params = {"exclude_bone": exclude_bone, "skin_mm": skin_mm, "min_volume_mm3": min_volume_mm3}
+    return (
+        mask_volume(
+            mr, out[0], method="muscle_otsu", parameters={**params, "include_enclosed": False}
+        ),
+        mask_volume(
+            mr, out[1], method="muscle_otsu", parameters={**params, "include_enclosed": True}
+        ),
+    )
 
 
 def reference_muscle_roi(

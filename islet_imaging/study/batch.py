@@ -169,7 +169,11 @@ def run_batch(
 
     def record(run_id: int, result: VisitResult) -> None:
         commit_visit(workspace, run_id, result)
-        (done.append(result.visit_id) if result.ok else failed.__setitem__(result.visit_id, result.reason))
+        (
+            done.append(result.visit_id)
+            if result.ok
+            else failed.__setitem__(result.visit_id, result.reason)
+        )
 
     jobs: list[tuple[int, VisitJob]] = []
     for visit_id in pending:
@@ -177,13 +181,18 @@ def run_batch(
             job = plan_visit(workspace, visit_id, options=options)
         except IsletImagingError as exc:
             run_id = workspace.start_run(visit_id, params=options.to_dict())
-            record(run_id, VisitResult(visit_id=visit_id, ok=False, reason=f"{type(exc).__name__}: {exc}"))
+            record(
+                run_id,
+                VisitResult(visit_id=visit_id, ok=False, reason=f"{type(exc).__name__}: {exc}"),
+            )
             continue
         jobs.append((workspace.start_run(visit_id, params=options.to_dict()), job))
 
     workers: int | str = scheduler or n_workers
     with _progress(progress, len(pending)) as bar:
-        task = bar.add_task("visits", total=len(pending), completed=len(pending) - len(jobs), last="")
+        task = bar.add_task(
+            "visits", total=len(pending), completed=len(pending) - len(jobs), last=""
+        )
         if not jobs:
             pass
         elif n_workers == 0 and not scheduler:
@@ -197,7 +206,9 @@ def run_batch(
             with _client(n_workers, scheduler) as client:
                 futures = {}
                 for run_id, job in jobs:
-                    future = client.submit(run_visit, job, pure=False, key=f"visit-{job.visit_id}-{run_id}")
+                    future = client.submit(
+                        run_visit, job, pure=False, key=f"visit-{job.visit_id}-{run_id}"
+                    )
                     futures[future] = (run_id, job)
                 for future in as_completed(futures):
                     run_id, job = futures[future]
@@ -205,7 +216,9 @@ def run_batch(
                         result = future.result()
                     except Exception as exc:  # a worker died: record it, go on
                         result = VisitResult(
-                            visit_id=job.visit_id, ok=False, reason=f"worker error: {type(exc).__name__}: {exc}"
+                            visit_id=job.visit_id,
+                            ok=False,
+                            reason=f"worker error: {type(exc).__name__}: {exc}",
                         )
                     record(run_id, result)
                     bar.update(task, advance=1, last=_last(job, result))

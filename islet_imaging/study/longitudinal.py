@@ -23,11 +23,11 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 __all__ = [
-    "ChangeLimit",
     "DEFAULT_LIMITS",
+    "ChangeLimit",
     "limit_for",
-    "match_deposits",
     "longitudinal_table",
+    "match_deposits",
 ]
 
 
@@ -174,8 +174,8 @@ def longitudinal_table(
     >>> m = pd.DataFrame({"visit_id": [1, 2], "object": "graft", "label": None,
     ...     "metric": "volume", "value": [1.0, 0.6], "unit": "mL", "method": "mr"})
     >>> t = longitudinal_table(m, visits)
-    >>> t[["visit", "days", "value", "change_baseline_pct", "flag_baseline"]].to_string(index=False)
-    'visit  days  value  change_baseline_pct flag_baseline\\n   V0     9    1.0                  NaN              \\n   V1   100    0.6                -40.0      decrease'
+    >>> t[["visit", "days", "value", "change_baseline_pct", "flag_baseline"]].values.tolist()
+    [['V0', 9, 1.0, nan, ''], ['V1', 100, 0.6, -40.0, 'decrease']]
     """
     columns = [
         "patient", "visit_id", "visit", "visit_date", "days", "days_since_baseline", "object",
@@ -219,7 +219,9 @@ def longitudinal_table(
                 if dep
             ]
         else:
-            data.loc[is_deposit, "track"] = [f"deposit {int(v)}" for v in data.loc[is_deposit, "label"]]
+            data.loc[is_deposit, "track"] = [
+                f"deposit {int(v)}" for v in data.loc[is_deposit, "label"]
+            ]
     data["object"] = data["track"]
     data = data.sort_values(["patient", "object", "metric", "method", "visit_index"], kind="stable")
     keys = [data["patient"], data["object"], data["metric"], data["method"].fillna("")]

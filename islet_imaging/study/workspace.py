@@ -149,7 +149,7 @@ CREATE TABLE deposits (
 """
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     """What a series is for in the pipeline."""
 
     MR_T2 = "mr_t2"
@@ -159,7 +159,7 @@ class Role(str, enum.Enum):
     OTHER = "other"
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     """State of one pipeline run of one visit."""
 
     RUNNING = "running"
@@ -168,7 +168,7 @@ class RunStatus(str, enum.Enum):
     INTERRUPTED = "interrupted"
 
 
-class MaskOrigin(str, enum.Enum):
+class MaskOrigin(enum.StrEnum):
     """Who made a mask version: the automatic pipeline or a person."""
 
     AUTO = "auto"
@@ -572,7 +572,13 @@ class Workspace:
             problems.extend(f"{p.path}: {p.reason}" for p in index.problems)
         dates = _implantation_map(implantation)
         counts = dict.fromkeys(
-            ("patients_added", "visits_added", "series_added", "series_updated", "series_unchanged"),
+            (
+                "patients_added",
+                "visits_added",
+                "series_added",
+                "series_updated",
+                "series_unchanged",
+            ),
             0,
         )
         with self._transaction() as db:
@@ -599,9 +605,7 @@ class Workspace:
                     )
                 targets = patient_ids.values() if key == "*" else [hit["id"]]
                 for target in targets:
-                    db.execute(
-                        "UPDATE patients SET implantation_date=? WHERE id=?", (date, target)
-                    )
+                    db.execute("UPDATE patients SET implantation_date=? WHERE id=?", (date, target))
         return ImportSummary(**counts, problems=tuple(problems))
 
     def _ensure_patient(self, db: sqlite3.Connection, patient_id: str) -> tuple[int, int]:
@@ -610,7 +614,9 @@ class Workspace:
         if row:
             return row["id"], 0
         number = db.execute("SELECT COUNT(*) FROM patients").fetchone()[0] + 1
-        while db.execute("SELECT 1 FROM patients WHERE pseudo_id=?", (f"P{number:03d}",)).fetchone():
+        while db.execute(
+            "SELECT 1 FROM patients WHERE pseudo_id=?", (f"P{number:03d}",)
+        ).fetchone():
             number += 1
         cursor = db.execute(
             "INSERT INTO patients (pseudo_id, key_hash) VALUES (?, ?)", (f"P{number:03d}", key)
@@ -911,7 +917,12 @@ class Workspace:
                     "INSERT INTO deposits (run_id, label, volume_ml, x_mm, y_mm, z_mm)"
                     " VALUES (?,?,?,?,?,?)",
                     [
-                        (run_id, int(r.label), float(r.volume_ml), *map(float, (r.x_mm, r.y_mm, r.z_mm)))
+                        (
+                            run_id,
+                            int(r.label),
+                            float(r.volume_ml),
+                            *map(float, (r.x_mm, r.y_mm, r.z_mm)),
+                        )
                         for r in deposits.itertuples()
                     ],
                 )
@@ -1049,8 +1060,16 @@ class Workspace:
             n_masks=int(self._query("SELECT COUNT(*) FROM masks")[0][0]),
             n_pending=len(pending),
             visits=visits[
-                ["visit_id", "patient", "label", "visit_date", "days_since_implantation",
-                 "series", "state", "reason"]
+                [
+                    "visit_id",
+                    "patient",
+                    "label",
+                    "visit_date",
+                    "days_since_implantation",
+                    "series",
+                    "state",
+                    "reason",
+                ]
             ],
         )
 
@@ -1081,7 +1100,11 @@ class WorkspaceStatus:
             f"{self.n_masks} mask version(s); {self.n_pending} visit(s) to process",
         ]
         for row in self.visits.itertuples():
-            days = "" if pd.isna(row.days_since_implantation) else f" day {int(row.days_since_implantation)}"
+            days = (
+                ""
+                if pd.isna(row.days_since_implantation)
+                else f" day {int(row.days_since_implantation)}"
+            )
             reason = f" - {row.reason}" if row.state == "failed" and row.reason else ""
             lines.append(
                 f"  {row.patient}/{row.label} (visit {row.visit_id}) {row.visit_date or '?'}{days}"
@@ -1110,7 +1133,10 @@ def _implantation_map(implantation: Any) -> dict[str, str]:
     if implantation is None:
         return {}
     if isinstance(implantation, Mapping):
-        return {str(k): _parse_date(v, what=f"implantation date of {k}") for k, v in implantation.items()}
+        return {
+            str(k): _parse_date(v, what=f"implantation date of {k}")
+            for k, v in implantation.items()
+        }
     if isinstance(implantation, Path) or (
         isinstance(implantation, str) and implantation.lower().endswith(".csv")
     ):

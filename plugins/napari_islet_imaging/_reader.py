@@ -35,14 +35,13 @@ _DIR_PROBE_FILES = 256
 
 
 def _notify(level: str, message: str) -> None:
-    """Show ``message`` in napari (when running) and log it; never raises."""
-    getattr(logger, "warning" if level == "warning" else level)(message)
+    """Log ``message`` and show it as a napari notification (``level``: warning or error)."""
+    logger.log(logging.ERROR if level == "error" else logging.WARNING, message)
     try:
         from napari.utils import notifications
 
-        {"info": notifications.show_info, "warning": notifications.show_warning}.get(
-            level, notifications.show_error
-        )(message)
+        show = notifications.show_error if level == "error" else notifications.show_warning
+        show(message)
     except Exception:  # a notification must never break reading
         logger.debug("could not show a napari notification", exc_info=True)
 
@@ -197,7 +196,11 @@ def read_dicom(source: PathLike) -> list[LayerData]:
 def _read_one(path: Path) -> list[LayerData]:
     if path.is_file() and _is_image_file(path):
         return read_image_file(path)
-    return read_dicom(path)
+    layers = read_dicom(path)
+    if path.is_dir():  # NIfTI / NRRD files at the top of the folder (e.g. masks)
+        for child in sorted(p for p in path.iterdir() if p.is_file() and _is_image_file(p)):
+            layers.extend(read_image_file(child))
+    return layers
 
 
 def read_paths(path: PathLike | Iterable[PathLike], **_: Any) -> list[LayerData]:

@@ -12,13 +12,12 @@ from base64 import b64encode
 from pathlib import Path
 
 import pytest
+from _exchange_helpers import PACS_PASSWORD, PACS_USER
 
 from islet_imaging.io.dicomweb import PacsConfig
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-PACS_USER = "islet-tester"
-PACS_PASSWORD = "pw-Zq8!not-in-logs"
 
 
 def _free_port() -> int:
@@ -98,26 +97,10 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory):
         log.close()
 
 
-DCIODVFY = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "dciodvfy"
-
-
-def dciodvfy(path: Path) -> list[str]:
-    """Validate ``path`` with dicom3tools' dciodvfy; fail on any error, return the warnings."""
-    import shutil
-    import sys
-
-    exe = shutil.which("dciodvfy") or str(Path(sys.executable).parent / "dciodvfy")
-    result = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=60)
-    lines = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("Error")]
-    assert not errors, f"dciodvfy errors in {path.name}:\n" + "\n".join(errors)
-    return [line for line in lines if line.startswith("Warning")]
-
-
 @pytest.fixture(scope="session")
 def exchange_series(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
     """Oblique MR and PET test series of one patient (see ``_series.py``)."""
-    from _series import ramp_volume, write_series
+    from _exchange_series import ramp_volume, write_series
 
     root = tmp_path_factory.mktemp("exchange_series")
     mr, mr_geom = ramp_volume()

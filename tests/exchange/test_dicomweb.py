@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import PACS_PASSWORD, PACS_USER
+from _exchange_helpers import PACS_PASSWORD, PACS_USER
 
 from islet_imaging.cli import main
 from islet_imaging.errors import PacsError
 from islet_imaging.io import dicomweb
 from islet_imaging.io.dicom import load_series
 from islet_imaging.io.files import read_mask
-from islet_imaging.io.seg import read_seg, seg_segments, write_seg
-from islet_imaging.io.sr import read_sr, write_sr
+from islet_imaging.io.seg import read_seg, seg_segments
+from islet_imaging.io.sr import read_sr
 
 
 @pytest.fixture
@@ -100,7 +100,6 @@ def test_wrong_password_never_printed_or_logged(orthanc, monkeypatch, tmp_path, 
 
 # --------------------------------------------------------------------------- end to end
 def test_pacs_round_trip_with_pipeline(pacs_env, phantom_study, tmp_path, capsys):
-    from islet_imaging.segment.muscle import reference_muscle_roi
     from islet_imaging.study.pipeline import process_visit
     from islet_imaging.study.workspace import Workspace
 
@@ -130,20 +129,26 @@ def test_pacs_round_trip_with_pipeline(pacs_env, phantom_study, tmp_path, capsys
         result = process_visit(workspace, visit_id)
     assert result.ok, result.reason
     mr_uid = result.artifacts["mr_series_uid"]
-    pet_uid = result.artifacts["pet_series_uid"]
     mr = load_series(workspace_dir / "dicom" / mr_uid)
-    pet = load_series(workspace_dir / "dicom" / pet_uid)
     labels = read_mask(result.auto_mask["path"])
     labels = labels.with_array(labels.array.astype(np.uint16)).as_mask()
     assert labels.same_grid(mr)
-    reference = reference_muscle_roi(mr, graft=mr.with_array(labels.array > 0).as_mask())
 
-    seg_path = write_seg(
-        labels, mr, tmp_path / "out" / "seg.dcm", include_graft=True, reference_mask=reference
-    )
-    sr_path = write_sr(result.measurements, seg_path, [mr, pet], tmp_path / "out" / "sr.dcm")
-    assert main(["pacs", "push", str(tmp_path / "out")]) == 0
-    assert "stored 2 instance(s)" in capsys.readouterr().out
+    # SEG + SR of the visit's results written from the workspace and pushed by the CLI
+    assert main(["pacs", "push", "--results", str(workspace_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "stored 2 instance(s)" in out
+    assert "not in the SR" not in out  # every measured object has its segment
+    (seg_path,) = (workspace_dir / "exchange").rglob("seg-*.dcm")
+    (sr_path,) = (workspace_dir / "exchange").rglob("sr-*.dcm")
+    sent = read_sr(sr_path)
+    exported = result.measurements[
+        result.measurements["metric"].isin(["volume", "suv_max", "suv_mean", "suv_peak"])
+    ]
+    assert len(sent) == len(exported)
+    assert sorted(sent["value"]) == sorted(exported["value"])
+    assert set(sent["object"]) >= {"graft", "deposit 1", "reference"}
+    assert set(sent["time_point"]) == {"V0"}
 
     # find them again by QIDO, referencing the MR series they were made on
     derived = dicomweb.find_derived(

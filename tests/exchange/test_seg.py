@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import dciodvfy
+from _exchange_helpers import dciodvfy
 
 from islet_imaging.errors import DicomSeriesError, GeometryError, IsletImagingError
 from islet_imaging.io.dicom import load_series
@@ -19,7 +19,7 @@ from islet_imaging.io.seg import (
     seg_segments,
     tracking_uid,
     write_seg,
-    write_seg_layer,
+    write_seg_labels,
 )
 from islet_imaging.volume import Volume
 
@@ -166,15 +166,17 @@ def test_errors_name_the_problem(exchange_series, tmp_path):
         write_seg(mr.with_array(mask), mr, path)
 
 
-def test_napari_writer_function(exchange_series, tmp_path):
+def test_labels_writer_for_napari(exchange_series, tmp_path):
     mr = load_series(exchange_series["mr"])
     labels = np.zeros(mr.shape, np.int32)
     labels[3, 5:9, 4:8] = 1
-    out = tmp_path / "layer.dcm"
-    written = write_seg_layer(str(out), labels, {"name": "my labels", "metadata": {"source": mr}})
-    assert written == [str(out)]
-    (info,) = seg_segments(out)
-    assert info.algorithm_type == AlgorithmType.MANUAL
+    labels[1, 1:3, 1:3] = 2
+    # what the plugin hands over: the labels on the image grid, with the image's source files
+    drawn = Volume(labels, mr.spacing, mr.origin, mr.direction,
+                   {"kind": "mask", "source_files": mr.meta["source_files"]})  # fmt: skip
+    out = write_seg_labels(drawn, tmp_path / "layer.dcm")
+    infos = seg_segments(out)
+    assert [i.algorithm_type for i in infos] == [AlgorithmType.MANUAL] * 2
     np.testing.assert_array_equal(read_seg(out, reference=mr).array, labels)
     with pytest.raises(IsletImagingError, match="drawn on"):
-        write_seg_layer(str(tmp_path / "x.dcm"), labels, {"name": "x", "metadata": {}})
+        write_seg_labels(Volume(labels, mr.spacing).as_mask(), tmp_path / "x.dcm")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from conftest import dciodvfy
+from _exchange_helpers import dciodvfy
 
 from islet_imaging.errors import DicomSeriesError, IsletImagingError
 from islet_imaging.io.dicom import load_series

@@ -7,13 +7,14 @@ import io
 import numpy as np
 import pydicom
 import pytest
-from _dicom_synth import datasets, rotation, save, volume
+from _dicom_synth import datasets, jpeg_lossless, rotation, save, volume
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
 )
@@ -120,3 +121,16 @@ def test_truncated_file_is_reported(tmp_path):
         ii.load_series(tmp_path)
     assert "cut.dcm" in str(info.value)
     assert "PixelData" in str(info.value)
+
+
+def test_jpeg_lossless_decoded(tmp_path):
+    vol = volume(shape=(3, 24, 20), direction=rotation(0, 30, 0), seed=11)
+    vol = vol.with_array(vol.array + 500)  # unsigned 16-bit values
+    for k, ds in enumerate(datasets(vol, pixel_dtype="uint16")):
+        ds.PixelData = encapsulate([jpeg_lossless(vol.array[k].astype(np.uint16))])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+        save(ds, tmp_path / f"{k}.dcm")
+    loaded = ii.load_series(tmp_path)
+    np.testing.assert_array_equal(loaded.array, vol.array)
+    assert loaded.same_grid(vol, atol=1e-4)

@@ -7,7 +7,16 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
-from _dicom_synth import AXIAL, datasets, rotation, save, volume, write
+from _dicom_synth import (
+    AXIAL,
+    csa_blob,
+    datasets,
+    mosaic_dataset,
+    rotation,
+    save,
+    volume,
+    write,
+)
 
 import islet_imaging as ii
 from islet_imaging.errors import DicomSeriesError, GeometryError, IsletImagingError
@@ -190,34 +199,36 @@ def test_dynamic_series_split_by_acquisition_time(tmp_path):
 
 
 def test_mosaic_is_unpacked(tmp_path):
-    n, tile = 5, (6, 7)
-    slices = volume(shape=(n, *tile), spacing=(3.0, 2.0, 2.5), direction=rotation(10, 0, 0))
-    per_row = 3
-    mosaic = np.zeros((tile[0] * per_row, tile[1] * per_row), np.int16)
-    for t in range(n):
-        r, c = divmod(t, per_row)
-        mosaic[r * tile[0] : (r + 1) * tile[0], c * tile[1] : (c + 1) * tile[1]] = slices.array[t]
-    ds = datasets(
-        ii.Volume(
-            mosaic[None].astype(np.float32), spacing=slices.spacing, direction=slices.direction
-        )
-    )[0]
-    row, col = slices.direction[:, 2], slices.direction[:, 1]
-    corner = (
-        np.asarray(slices.origin)
-        - row * 2.5 * (mosaic.shape[1] - tile[1]) / 2
-        - col * 2.0 * (mosaic.shape[0] - tile[0]) / 2
-    )
-    ds.ImagePositionPatient = [f"{v:.6f}" for v in corner]
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]
-    ds.SpacingBetweenSlices = "3"
-    block = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
-    block.add_new(0x0A, "US", n)
-    save(ds, tmp_path / "mosaic.dcm")
+    slices = volume(shape=(5, 6, 7), spacing=(3.0, 2.0, 2.5), direction=rotation(10, 0, 0))
+    save(mosaic_dataset(slices, per_row=3), tmp_path / "mosaic.dcm")
     loaded = ii.load_series(tmp_path)
-    assert loaded.shape == (n, *tile)
+    assert loaded.shape == (5, 6, 7)
     np.testing.assert_array_equal(loaded.array, slices.array)
     assert loaded.same_grid(slices, atol=1e-4)
+
+
+def test_mosaic_slice_order_from_csa_slice_normal(tmp_path):
+    # tiles acquired against row x column cosine: the CSA SliceNormalVector says so
+    direction = rotation(0, 15, 0) * [-1.0, 1.0, 1.0]
+    slices = volume(shape=(4, 6, 6), spacing=(2.0, 1.5, 1.5), direction=direction, seed=3)
+    csa = csa_blob({"SliceNormalVector": list(direction[:, 0]), "NumberOfImagesInMosaic": [4]})
+    save(mosaic_dataset(slices, per_row=2, csa=csa), tmp_path / "mosaic.dcm")
+    loaded = ii.load_series(tmp_path)
+    np.testing.assert_array_equal(loaded.array, slices.array[::-1])
+    np.testing.assert_allclose(loaded.origin, slices.index_to_world([3, 0, 0]), atol=1e-4)
+    np.testing.assert_allclose(loaded.direction[:, 0], -direction[:, 0], atol=1e-6)
+
+
+def test_legacy_multiframe_without_functional_groups(tmp_path):
+    vol = volume(shape=(3, 5, 4), spacing=(4.0, 1.0, 1.0), seed=6)
+    ds = datasets(vol)[0]
+    ds.NumberOfFrames = 3
+    ds.PixelData = vol.array.astype("<i2").tobytes()
+    save(ds, tmp_path / "multi.dcm")
+    loaded = ii.load_series(tmp_path)
+    np.testing.assert_array_equal(loaded.array, vol.array)
+    assert loaded.same_grid(vol, atol=1e-4)
+    assert loaded.meta["frame_numbers"] == (1, 2, 3)
 
 
 def test_single_orientation_split_false_dual_echo_fails(testdata):
@@ -232,7 +243,9 @@ def test_bad_arguments(tmp_path):
     assert info.value.tag == "geometry"
     with pytest.raises(IsletImagingError, match="unknown units"):
         ii.load_series(tmp_path, units="suv")
-    with pytest.raises(DicomSeriesError, match=r"no DICOM image found for SeriesInstanceUID 1\.2\."):
+    with pytest.raises(
+        DicomSeriesError, match=r"no DICOM image found for SeriesInstanceUID 1\.2\."
+    ):
         ii.load_series(tmp_path, series_uid="1.2.3")
     with pytest.raises(IsletImagingError, match="path not found"):
         ii.load_series(tmp_path / "nope")
@@ -268,3 +281,46 @@ def test_headers_are_lazy_pydicom_datasets_in_slice_order(tmp_path):
     assert loaded.meta["source_files"] == tuple(str(f) for f in files)
     assert isinstance(headers[1:3], tuple)
     assert len(headers[1:3]) == 2
+
+
+def test_units_suvbw_delegates_to_pet_module(tmp_path):
+    activity = np.random.default_rng(8).uniform(0, 20000, (4, 6, 6)).astype(np.float32)
+    vol = ii.Volume(activity, spacing=(3.0, 2.0, 2.0), direction=AXIAL)
+    half_life, dose, weight = 4062.6, 1.5e8, 72.5  # 68Ga, Bq, kg
+    radiopharm = {
+        "RadionuclideTotalDose": str(dose),
+        "RadionuclideHalfLife": str(half_life),
+        "RadiopharmaceuticalStartTime": "100000",
+        "RadiopharmaceuticalStartDateTime": "20240101100000",
+    }
+    tags = {"PatientWeight": str(weight), "RadiopharmaceuticalInformationSequence": [radiopharm]}
+    write(vol, tmp_path, modality="PT", series_time="110000", tags=tags)
+    bqml = ii.load_series(tmp_path)
+    suv = ii.load_series(tmp_path, units="suvbw")
+    # hand-computed SUVbw: weight in g / dose decayed to series time (1 h after injection)
+    factor = weight * 1000 / (dose * 2 ** (-3600 / half_life))
+    np.testing.assert_allclose(suv.array, bqml.array * factor, rtol=1e-5)
+    assert suv.meta["units"] == "SUVbw"
+    assert bqml.meta["units"] == "BQML"
+
+
+def test_different_matrix_sizes_in_one_series(tmp_path):
+    uid = "1.2.826.0.1.3680043.8.498.779"
+    small, large = volume(shape=(3, 4, 4), seed=1), volume(shape=(3, 6, 6), seed=2)
+    write(small, tmp_path / "a", series_uid=uid)
+    write(large, tmp_path / "b", series_uid=uid)
+    with pytest.raises(GeometryError, match="different matrix size") as info:
+        ii.load_series(tmp_path, split=False)
+    assert info.value.tag == "Rows/Columns/PixelSpacing"
+    shapes = sorted(v.shape for v in ii.load_series(tmp_path))
+    assert shapes == [(3, 4, 4), (3, 6, 6)]
+
+
+def test_pixel_data_shorter_than_the_matrix(tmp_path):
+    ds = datasets(volume(shape=(1, 4, 4)))[0]
+    ds.Rows = 8  # header claims 8 x 4 pixels, the file holds 4 x 4
+    save(ds, tmp_path / "short.dcm")
+    with pytest.raises(DicomSeriesError, match="pixel data too short") as info:
+        ii.load_series(tmp_path)
+    assert info.value.tag == "PixelData"
+    assert info.value.path.endswith("short.dcm")

@@ -12,8 +12,11 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from islet_imaging.errors import IsletImagingError
+from islet_imaging.io.dicom import load_series
 from islet_imaging.io.dicom_write import deterministic_uid, series_datasets, write_series
 from islet_imaging.volume import Volume
 
@@ -68,6 +71,10 @@ def test_mr_geometry_matches_simpleitk_and_pydicom(tmp_path, direction):
     sitk_dir = np.asarray(image.GetDirection()).reshape(3, 3)
     np.testing.assert_allclose(sitk_dir[:, ::-1], vol.direction, atol=1e-6)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), np.rint(vol.array))
+
+    loaded = load_series(tmp_path)  # the project's loader agrees too
+    assert loaded.same_grid(vol, atol=1e-5)
+    np.testing.assert_array_equal(loaded.array, np.rint(vol.array))
 
     for k, path in enumerate(files):
         ds = pydicom.dcmread(path)
@@ -238,3 +245,26 @@ def test_dciodvfy_finds_no_error(tmp_path, modality):
     report = result.stdout + result.stderr
     assert ("MRImage" if modality == "MR" else "PETImage") in report
     assert "Error" not in report, report
+
+
+@settings(max_examples=12, deadline=None, database=None)
+@given(
+    angles=st.tuples(*[st.floats(-180, 180)] * 3),
+    spacing=st.tuples(st.floats(0.3, 5.0), st.floats(0.2, 2.0), st.floats(0.2, 2.0)),
+    origin=st.tuples(*[st.floats(-500, 500)] * 3),
+)
+def test_geometry_round_trip_property(tmp_path_factory, angles, spacing, origin):
+    """Any orthonormal direction, spacing and origin survive write -> SimpleITK read."""
+    vol = Volume(
+        np.arange(3 * 64 * 64, dtype=np.float32).reshape(3, 64, 64) % 1000,
+        spacing=spacing,
+        origin=origin,
+        direction=_frame(angles),
+    )
+    folder = tmp_path_factory.mktemp("prop")
+    write_series(vol, folder, modality="MR")
+    image = _sitk_read(folder)
+    np.testing.assert_allclose(image.GetOrigin(), vol.origin, atol=2e-5)
+    np.testing.assert_allclose(image.GetSpacing(), tuple(reversed(vol.spacing)), atol=2e-6)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)[:, ::-1]
+    np.testing.assert_allclose(direction, vol.direction, atol=2e-6)

@@ -52,9 +52,7 @@ def make_pet(
     m = oversample
     fine_spacing = tuple(s / m for s in pet_spacing)
     fine_origin = np.asarray(pet_grid.origin) + np.asarray(pet_spacing) * (0.5 / m - 0.5)
-    fine = Volume(
-        np.zeros(tuple(n * m for n in pet_shape), np.float32), fine_spacing, fine_origin
-    )
+    fine = Volume(np.zeros(tuple(n * m for n in pet_shape), np.float32), fine_spacing, fine_origin)
     act = np.where(sphere_labels(fine, spheres) > 0, 0.0, background)
     lab = sphere_labels(fine, spheres)
     for n, s in enumerate(spheres, start=1):

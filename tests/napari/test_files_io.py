@@ -91,3 +91,18 @@ def test_writer_round_trip_keeps_original_grid_and_never_overwrites(tmp_path):
     back = read_volume(image_out)
     assert back.same_grid(volume, atol=1e-4)
     np.testing.assert_array_equal(back.array, volume.array)
+
+
+def test_reader_opens_a_folder_of_images_and_masks(tmp_path):
+    volume = _image(tmp_path)
+    write_volume(volume, tmp_path / "t2.nii.gz")
+    mask = np.zeros(volume.shape, np.uint8)
+    mask[1:3, 4:8, 5:9] = 1
+    write_volume(volume.with_array(mask).as_mask(), tmp_path / "graft_mask.nrrd")
+    (tmp_path / "notes.txt").write_text("ignored")
+    layers = _read(tmp_path)
+    assert [(layer.name, type(layer).__name__) for layer in layers] == [
+        ("graft_mask", "Labels"),
+        ("t2", "Image"),
+    ]
+    assert int(np.count_nonzero(layers[0].data)) == int(mask.sum())

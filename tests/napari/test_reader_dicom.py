@@ -70,3 +70,23 @@ def test_single_file_and_real_multi_series_folder(testdata):
     for layer in layers[:3]:  # each localizer plane is displayed along the world axes
         assert np.argmin(layer.data.shape) == thin_axis[layer.name.rsplit(" ", 1)[-1]]
         np.testing.assert_allclose(layer.affine.affine_matrix[:3, :3], np.eye(3), atol=1e-3)
+
+
+def test_dicomdir_opens_every_series_it_references(tmp_path, monkeypatch):
+    import tempfile
+
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    visit = write_visit(tmp_path / "source", mr_direction=AXIAL)
+    (tmp_path / "stage").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "stage"))  # FileSet's staging
+    fileset = FileSet()
+    for path in sorted(visit.folder.rglob("*.dcm")):
+        fileset.add(pydicom.dcmread(path))
+    fileset.write(tmp_path / "media")  # IHE-style media: DICOMDIR + files without suffix
+    fileset._stage["t"].cleanup()  # FileSet keeps a TemporaryDirectory open until GC
+    mr_layer, pet_layer = _layers(tmp_path / "media" / "DICOMDIR", oblique=False)
+    assert (mr_layer.name, pet_layer.name) == ("T2 TSE MR", "exendin PET PT [SUVbw]")
+    world = lps_to_world(visit.spot_lps)
+    np.testing.assert_allclose(_hot_world(pet_layer), world, atol=1e-3)

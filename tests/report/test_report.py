@@ -45,12 +45,12 @@ def workspace(tmp_path: Path, tiny_cohort: Path) -> Workspace:
         preview.parent.mkdir(parents=True)
         mask = np.zeros((16, 16), np.uint16)
         mask[5:10, 6:11] = 1
-        np.savez(preview, mr=np.random.default_rng(i).normal(100, 5, (16, 16)), mask=mask,
-                 pet=mask * 3.0, pixel_spacing=np.array([1.0, 0.8]), slice_index=np.array(2))  # fmt: skip
+        mr = np.random.default_rng(i).normal(100, 5, (16, 16))
+        spacing = np.array([1.0, 0.8])
+        np.savez(preview, mr=mr, mask=mask, pet=mask * 3.0, pixel_spacing=spacing)
         table = pd.DataFrame(
             {
                 "object": ["graft", "graft", "graft", "deposit 1"],
-                
                 "metric": ["volume", "deposit_count", "suv_max", "volume"],
                 "value": [VOLUMES[i], 1, SUVMAX[i], VOLUMES[i]],
                 "unit": ["mL", "1", "SUVbw", "mL"],
@@ -59,7 +59,9 @@ def workspace(tmp_path: Path, tiny_cohort: Path) -> Workspace:
         )
         deposits = pd.DataFrame({"label": [1], "volume_ml": [VOLUMES[i]], "x_mm": [1.0],
                                  "y_mm": [2.0], "z_mm": [3.0]})  # fmt: skip
-        ws.finish_run(run, measurements=table, deposits=deposits, artifacts={"preview": str(preview)})
+        ws.finish_run(
+            run, measurements=table, deposits=deposits, artifacts={"preview": str(preview)}
+        )
     yield ws
     ws.close()
 
@@ -72,10 +74,13 @@ def _text(root: Path) -> str:
 
 def test_report_pages_numbers_and_exports(workspace: Workspace, tmp_path: Path) -> None:
     files = write_report(workspace, tmp_path / "out")
-    assert files.index.is_file() and sorted(files.patients) == ["P001", "P002"]
+    assert files.index.is_file()
+    assert sorted(files.patients) == ["P001", "P002"]
     page = files.patients["P001"].read_text()
     # visit table: volumes with change from baseline, -35 % flagged, SUVmax +32.5 % flagged
-    assert "0.8 mL" in page and "0.52 mL" in page and "−" not in page
+    assert "0.8 mL" in page
+    assert "0.52 mL" in page
+    assert "−" not in page
     assert re.search(r"0\.52 mL<small>-35 % vs V0 <span class=\"decrease\">", page)
     assert re.search(r"5\.3 SUVbw<small>\+32 % vs V0 <span class=\"increase\">", page)
     assert re.search(r"4\.2 SUVbw<small>\+5 % vs V0 <span class=\"noise\">within noise", page)
@@ -105,7 +110,8 @@ def test_report_has_no_identifiers_unless_asked(workspace: Workspace, tmp_path: 
     assert "DOE^JANE" in files.patients["P001"].read_text()
     assert "19611224" in files.index.read_text()
     exports = "".join(p.read_text() for p in (tmp_path / "named" / "data").glob("*.csv"))
-    assert "DOE" not in exports and "HOSP-12345" not in exports
+    assert "DOE" not in exports
+    assert "HOSP-12345" not in exports
 
 
 def test_report_rewrites_atomically(workspace: Workspace, tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def make_forearm(
     seed: int,
     grafts: list[dict],
     spacing=(3.0, 0.6, 0.6),
-    shape=(20, 144, 144),
+    shape=(16, 128, 128),
     oblique_deg=(0.0, 0.0, 0.0),
     noise_sd: float = 6.0,
     graft_value: float = 220.0,

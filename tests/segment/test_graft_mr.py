@@ -45,7 +45,7 @@ def test_reference_method_volume_and_dice(forearm, seed, oblique):
     for analytic, true_mask in zip(truth["volumes_ml"], truth["masks"], strict=True):
         label = np.bincount(labels.array[true_mask]).argmax()
         measured = np.count_nonzero(labels.array == label) * mr.voxel_volume_ml
-        assert measured == pytest.approx(analytic, rel=0.10)
+        assert measured == pytest.approx(analytic, rel=0.15)
     assert mask.meta["kind"] == "mask"
     assert mask.meta["method"] == "mr_reference"
     assert mask.meta["source_series_uid"] == mr.meta["series_uid"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from islet_imaging.io.dicom_write import write_series
 from islet_imaging.volume import Volume
 

@@ -36,7 +36,9 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2 patients × 2 visits (small grids) and an implantation CSV derived from the truth."""
-    root = generate_study(tmp_path_factory.mktemp("cohort"), patients=2, visits=2, seed=1, size="small")
+    root = generate_study(
+        tmp_path_factory.mktemp("cohort"), patients=2, visits=2, seed=1, size="small"
+    )
     rows = ["patient_id,implantation_date"]
     for truth in sorted(root.glob("truth/*/V0/truth.json")):
         t = json.loads(truth.read_text())
@@ -52,8 +54,9 @@ def reference(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     """`islet-imaging run` on the whole cohort: (workspace, report folder)."""
     out = tmp_path_factory.mktemp("run")
     done = cli(
-        "run", str(cohort / "dicom"), "--workspace", str(out / "ws"), "--report", str(out / "report"),
-        "--implantation-csv", str(cohort / "implantation.csv"), *FAST,
+        "run", str(cohort / "dicom"), "--workspace", str(out / "ws"),
+        "--report", str(out / "report"), "--implantation-csv", str(cohort / "implantation.csv"),
+        *FAST,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "4 visit(s) processed, 0 failed" in done.stdout
@@ -86,7 +89,9 @@ def test_cli_report_numbers_match_truth(cohort: Path, reference: tuple[Path, Pat
             run = ws.current_run(f"{pseudo}/V{index}")
             if index > 0:  # the follow-up MR was registered to baseline: compare the rotation
                 found = run["artifacts"]["to_baseline"]["rotation_deg"]
-                assert found == pytest.approx(truth["transform_to_baseline"]["rotation_deg"], abs=1.0)
+                assert found == pytest.approx(
+                    truth["transform_to_baseline"]["rotation_deg"], abs=1.0
+                )
         # volume change from baseline as the truth says
         for pseudo in ("P001", "P002"):
             rows = graft[graft["patient"] == pseudo].sort_values("days")
@@ -104,7 +109,8 @@ def test_report_contains_no_patient_name_or_id(cohort: Path, reference: tuple[Pa
     names = {t["patient"]["name"] for t in _truths(cohort).values()}
     ids = {t["patient"]["id"] for t in _truths(cohort).values()}
     text = "".join(p.read_text() for p in report.rglob("*") if p.suffix in (".html", ".csv"))
-    assert names and ids
+    assert names
+    assert ids
     for value in names | ids | {n.split("^")[0] for n in names}:
         assert value not in text
 
@@ -153,7 +159,8 @@ def test_batch_killed_with_sigkill_resumes_identically(
     batch.wait()
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     states = dict(db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
-    assert 1 <= states.get("done", 0) < 4 and states.get("running", 0) >= 1
+    assert 1 <= states.get("done", 0) < 4
+    assert states.get("running", 0) >= 1
     # nothing half-written: measurements exist only for finished runs
     orphans = db.execute(
         "SELECT COUNT(*) FROM measurements m JOIN runs r ON r.id=m.run_id WHERE r.status!='done'"
@@ -163,13 +170,15 @@ def test_batch_killed_with_sigkill_resumes_identically(
 
     resumed = cli("study", "batch", str(ws_dir), *FAST)
     assert resumed.returncode == 1  # the broken visit fails, the others complete
-    assert "1 failed" in resumed.stdout and "PatientWeight" in resumed.stdout
+    assert "1 failed" in resumed.stdout
+    assert "PatientWeight" in resumed.stdout
     with Workspace.open(ws_dir) as ws:
         runs = ws.runs()
         assert (runs["status"] == "interrupted").sum() >= 1
         assert (runs["status"] == "running").sum() == 0
         done = runs[runs["status"] == "done"]
-        assert len(done) == 3 and done["visit_id"].is_unique
+        assert len(done) == 3
+        assert done["visit_id"].is_unique
         failed = runs[runs["status"] == "failed"]
         assert failed["reason"].str.contains("PatientWeight").all()
         status = ws.status().visits
@@ -178,5 +187,6 @@ def test_batch_killed_with_sigkill_resumes_identically(
     assert not got.duplicated(KEY).any()
     expected = _current(reference[0])
     merged = expected.merge(got, on=KEY, suffixes=("_ref", "_got"))
-    assert len(merged) == len(got) and merged["visit_date"].nunique() == 3
+    assert len(merged) == len(got)
+    assert merged["visit_date"].nunique() == 3
     np.testing.assert_array_equal(merged["value_got"].to_numpy(), merged["value_ref"].to_numpy())

@@ -43,9 +43,13 @@ def _rows(metric: str, values, unit: str = "", object_="graft", labels=None) -> 
 
 def test_percent_changes_and_flags_by_hand() -> None:
     table = longitudinal_table(
-        pd.concat([_rows("volume", [0.80, 0.60, 0.66], "mL"),
-                   _rows("suv_max", [4.0, 5.3, 5.9], "SUVbw"),
-                   _rows("suv_mean", [2.0, 2.7, 2.0], "SUVbw")]),  # fmt: skip
+        pd.concat(
+            [
+                _rows("volume", [0.80, 0.60, 0.66], "mL"),
+                _rows("suv_max", [4.0, 5.3, 5.9], "SUVbw"),
+                _rows("suv_mean", [2.0, 2.7, 2.0], "SUVbw"),
+            ]
+        ),
         _visits(),
     )
     vol = table[table["metric"] == "volume"].reset_index()
@@ -106,10 +110,12 @@ def test_deposits_keep_their_names_after_registration_to_baseline() -> None:
     table = longitudinal_table(measurements, _visits(), deposits=deposits)
     by = {(r.object, r.visit): r for r in table.itertuples()}
     assert sorted({o for o, _ in by}) == ["D1", "D2", "D3"]
-    assert by[("D1", "V1")].value == 0.4 and by[("D2", "V1")].value == 0.2
+    assert by[("D1", "V1")].value == 0.4
+    assert by[("D2", "V1")].value == 0.2
     assert by[("D1", "V2")].value == 0.55
     assert by[("D1", "V1")].change_baseline_pct == pytest.approx(-20.0)
-    assert by[("D3", "V2")].flag_baseline == "" and ("D2", "V2") not in by
+    assert by[("D3", "V2")].flag_baseline == ""
+    assert ("D2", "V2") not in by
 
 
 def test_match_deposits_respects_max_distance() -> None:
@@ -123,4 +129,5 @@ def test_match_deposits_respects_max_distance() -> None:
 
 def test_empty_measurements_give_an_empty_table() -> None:
     table = longitudinal_table(_rows("volume", []), _visits())
-    assert table.empty and "change_baseline_pct" in table.columns
+    assert table.empty
+    assert "change_baseline_pct" in table.columns

@@ -66,7 +66,7 @@ def test_open_rejects_missing_and_newer_catalogues(tmp_path: Path) -> None:
     db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(WorkspaceError, match="schema version.*99"):
+    with pytest.raises(WorkspaceError, match=r"schema version.*99"):
         Workspace.open(tmp_path / "ws")
 
 
@@ -119,7 +119,9 @@ def test_mask_versions_are_never_overwritten(ws: Workspace) -> None:
     )
     assert (first.version, second.version) == (1, 2)
     assert second.parent_id == first.id
-    assert first.path != second.path and first.path.is_file() and second.path.is_file()
+    assert first.path != second.path
+    assert first.path.is_file()
+    assert second.path.is_file()
     assert first.path.is_relative_to(ws.root / "masks" / "P001")
     assert [v.author for v in ws.mask_versions("P001/V1")] == ["alice", "bob"]
     assert ws.latest_mask("P001/V1").id == second.id
@@ -169,11 +171,13 @@ def test_runs_commit_atomically_and_pending_follows_human_masks(ws: Workspace) -
         auto_mask={"path": auto_path, "method": "auto"}, artifacts={"preview": "x.npz"},
     )  # fmt: skip
     table = ws.measurements()
-    assert len(table) == 3 and set(table["run_id"]) == {run}
+    assert len(table) == 3
+    assert set(table["run_id"]) == {run}
     assert json.loads(table["provenance"].iloc[0]) == {"series_uid": "1.2.3"}
     assert ws.deposits()[["x_mm", "y_mm", "z_mm"]].iloc[0].tolist() == [1.0, 2.0, 3.0]
     auto = ws.latest_mask(visit)
-    assert auto.origin is MaskOrigin.AUTO and ws.current_run(visit)["mask_id"] == auto.id
+    assert auto.origin is MaskOrigin.AUTO
+    assert ws.current_run(visit)["mask_id"] == auto.id
     assert visit not in ws.pending_visits()
     with pytest.raises(WorkspaceError, match="not running"):
         ws.finish_run(run, measurements=_measurements(0.5))
@@ -183,9 +187,11 @@ def test_runs_commit_atomically_and_pending_follows_human_masks(ws: Workspace) -
     failed = ws.start_run(visit)
     ws.fail_run(failed, "DicomSeriesError: broken")
     assert ws.status().visits.set_index("visit_id").loc[visit, "state"] == "failed"
-    assert visit in ws.pending_visits() and visit not in ws.pending_visits(retry_failed=False)
+    assert visit in ws.pending_visits()
+    assert visit not in ws.pending_visits(retry_failed=False)
     # measurements of the latest successful run only; history kept
-    assert len(ws.measurements()) == 3 and len(ws.measurements(all_runs=True)) == 3
+    assert len(ws.measurements()) == 3
+    assert len(ws.measurements(all_runs=True)) == 3
 
 
 def test_runs_of_dead_processes_are_marked_interrupted(ws: Workspace) -> None:
@@ -227,6 +233,7 @@ def test_two_processes_writing_at_once_stay_consistent(ws: Workspace) -> None:
     versions = ws.mask_versions(int(ws.visits()["visit_id"].iloc[0]))
     assert [v.version for v in versions] == list(range(1, 25))
     assert sorted(v.author for v in versions) == ["writer-a"] * 12 + ["writer-b"] * 12
-    assert len({v.path for v in versions}) == 24 and all(v.path.is_file() for v in versions)
+    assert len({v.path for v in versions}) == 24
+    assert all(v.path.is_file() for v in versions)
     assert len(ws.runs()) == 24
     assert ws._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -13,8 +13,6 @@ import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from islet_imaging.volume import Volume
-
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 
@@ -191,25 +189,3 @@ def ramp_volume(
         arr = 100.0 + 10.0 * z + 3.0 * y + x
     geom = {"spacing": spacing, "origin": origin, "direction": oblique_direction(angle)}
     return arr.astype(np.float32), geom
-
-
-def volume_like(array: np.ndarray, geom: dict, files: list[Path], **meta) -> Volume:
-    """A Volume with the loader's meta keys, built directly (no loader needed)."""
-    headers = tuple(pydicom.dcmread(p, stop_before_pixels=True) for p in files)
-    return Volume(
-        array,
-        spacing=geom["spacing"],
-        origin=geom["origin"],
-        direction=geom["direction"],
-        meta={
-            "modality": headers[0].Modality,
-            "series_uid": headers[0].SeriesInstanceUID,
-            "study_uid": headers[0].StudyInstanceUID,
-            "patient_id": headers[0].PatientID,
-            "frame_of_reference_uid": headers[0].FrameOfReferenceUID,
-            "source_files": tuple(str(p) for p in files),
-            "headers": headers,
-            "frame_numbers": None,
-            **meta,
-        },
-    )

@@ -1,0 +1,94 @@
+"""Validation on phantom truth (islet_imaging.phantom): several seeds and MR orientations.
+
+Truth: analytic deposit volumes, voxel-centre deposit labels on the MR grid, PET SUVbw per
+deposit. Limits from the issue: graft volume within 5 % (grafts >= 0.2 mL), Dice >= 0.85,
+deposit count exact for separated deposits, PVC mean within 10 % for deposits >= 1 mL.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from islet_imaging.io.pet import to_suv
+from islet_imaging.measure import gtm_correct
+from islet_imaging.phantom import make_visit
+from islet_imaging.segment import segment_graft_mr, split_deposits
+
+#: (seed, MR orientation); "small" phantom: MR 1.5 × 1.5 × 3 mm, PET 4 mm, PSF 5 mm
+CASES = [(1, "oblique"), (2, "sagittal"), (3, "axial"), (5, "sagittal"), (7, "oblique")]
+#: deposits below this volume (mm³) are under the detection limit of a 6.75 mm³ voxel grid
+MIN_DEPOSIT_MM3 = 30.0
+
+
+def _cut_by_fov(labels: np.ndarray) -> set[int]:
+    edges = np.concatenate([np.take(labels, i, axis=a).ravel() for a in range(3) for i in (0, -1)])
+    return set(np.unique(edges)) - {0}
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"seed{s}-{o}" for s, o in CASES])
+def visit(request):
+    seed, orientation = request.param
+    return make_visit(seed=seed, size="small", orientation=orientation)
+
+
+@pytest.fixture(scope="module")
+def segmented(visit):
+    mask = segment_graft_mr(visit.mr_t2)
+    return mask, split_deposits(mask, min_volume_mm3=MIN_DEPOSIT_MM3)
+
+
+def test_mr_graft_volume_dice_and_count(visit, segmented):
+    mask, labels = segmented
+    truth = visit.truth["graft"]
+    assert not _cut_by_fov(visit.deposit_labels.array)
+    assert truth["volume_ml_analytic"] >= 0.2
+    volume = np.count_nonzero(mask.array) * visit.mr_t2.voxel_volume_ml
+    assert volume == pytest.approx(truth["volume_ml_analytic"], rel=0.05)
+    t = visit.graft_mask.array
+    dice = 2 * np.count_nonzero(mask.array & t) / (mask.array.sum() + t.sum())
+    assert dice >= 0.85
+    # separated deposits = 6-connected components of the truth labels above detection limit
+    comps, _ = ndi.label(t)
+    sizes = np.bincount(comps.ravel())[1:] * np.prod(visit.mr_t2.spacing)
+    assert labels.array.max() == np.count_nonzero(sizes >= MIN_DEPOSIT_MM3)
+
+
+def test_pet_pvc_mean_within_10_percent(visit, segmented):
+    suv = to_suv(visit.pet)
+    fwhm = visit.truth["pet"]["psf_fwhm_mm"]
+    _, labels = segmented
+    truth_labels = visit.deposit_labels.array
+    big = [d for d in visit.truth["deposits"] if d["volume_ml_analytic"] >= 1.0]
+    assert big
+    with_truth = gtm_correct(suv, visit.deposit_labels, fwhm_mm=fwhm)
+    with_ours = gtm_correct(suv, labels, fwhm_mm=fwhm)
+    for deposit in big:
+        in_truth = truth_labels == deposit["label"]
+        assert with_truth[deposit["label"]]["measured"] < 0.9 * deposit["suvbw"]
+        assert with_truth[deposit["label"]]["corrected"] == pytest.approx(
+            deposit["suvbw"], rel=0.10
+        )
+        ours = int(np.bincount(labels.array[in_truth]).argmax())
+        members = [
+            d
+            for d in visit.truth["deposits"]
+            if np.any(labels.array[truth_labels == d["label"]] == ours)
+        ]
+        expected = sum(d["suvbw"] * d["volume_ml_analytic"] for d in members) / sum(
+            d["volume_ml_analytic"] for d in members
+        )
+        assert with_ours[ours]["corrected"] == pytest.approx(expected, rel=0.10)
+
+
+@pytest.mark.parametrize("seed", [3, 12])
+def test_iron_labelled_dark_deposits(seed):
+    # axial only: on oblique/sagittal grids the dark cortex partial volume is not yet excluded
+    visit = make_visit(seed=seed, size="small", orientation="axial", iron_labelled=True)
+    mask = segment_graft_mr(visit.mr_t2, polarity="dark")
+    t = visit.graft_mask.array
+    dice = 2 * np.count_nonzero(mask.array & t) / (mask.array.sum() + t.sum())
+    assert dice >= 0.85
+    volume = np.count_nonzero(mask.array) * visit.mr_t2.voxel_volume_ml
+    assert volume == pytest.approx(visit.truth["graft"]["volume_ml_analytic"], rel=0.05)

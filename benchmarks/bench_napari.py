@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cases = {
         "numpy_threshold": lambda: mr.array > threshold,
+        "preview_mr_reference": preview(context, method="reference", seeds_mm=seed),
         "preview_mr_otsu": preview(context, method="otsu", seeds_mm=seed, min_volume_mm3=10.0),
         "preview_mr_region_growing": preview(
             context, method="region_growing", seeds_mm=seed, min_volume_mm3=10.0

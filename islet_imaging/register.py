@@ -324,17 +324,23 @@ def _method(
     shrink: list[int],
     smooth: list[float],
     moving_mask: sitk.Image | None = None,
+    fixed_mask: sitk.Image | None = None,
     metric: str = "mattes",
 ) -> sitk.ImageRegistrationMethod:
     reg = sitk.ImageRegistrationMethod()
     if moving_mask is not None:
         reg.SetMetricMovingMask(moving_mask)
+    if fixed_mask is not None:
+        reg.SetMetricFixedMask(fixed_mask)
     if metric == "correlation":
         reg.SetMetricAsCorrelation()
     else:
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(sampling, seed)
+    if sampling < 1.0:
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(sampling, seed)
+    else:
+        reg.SetMetricSamplingStrategy(reg.NONE)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetShrinkFactorsPerLevel(shrink)
     reg.SetSmoothingSigmasPerLevel(smooth)
@@ -530,10 +536,10 @@ def register_pet_to_mr(
     mr: Volume,
     *,
     seed: int = 0,
-    sampling: float = 0.3,
+    sampling: float = 1.0,
     mr_smoothing_mm: float = 1.5,
     focus_fraction: float | None = 0.3,
-    focus_margin_mm: float = 12.0,
+    focus_margin_mm: float = 15.0,
     max_rotation_deg: float = 10.0,
     max_shift_mm: float = 20.0,
 ) -> Registration:
@@ -555,14 +561,14 @@ def register_pet_to_mr(
     seed : int
         Seed of the metric's random sampling (results are reproducible).
     sampling : float
-        Fraction of the MR voxels sampled by the metric.
+        Fraction of the MR voxels (within the focus region) sampled by the metric; 1 = all.
     mr_smoothing_mm : float
         Gaussian sigma applied to the MR first, towards the PET's resolution.
     focus_fraction, focus_margin_mm : float
-        The metric samples only PET points within ``focus_margin_mm`` of voxels above
-        ``focus_fraction`` × the 99.9th percentile of the PET: a forearm is nearly uniform along
-        its axis and the uptake foci (grafts) are what pins the PET along it. ``None`` samples
-        the whole overlap.
+        The metric samples only MR voxels within ``focus_margin_mm`` of PET voxels above
+        ``focus_fraction`` × the PET's 99.9th percentile: a forearm is nearly uniform along its
+        axis and the uptake foci (grafts) are what pins the PET along it. ``None`` samples the
+        whole overlap.
     max_rotation_deg, max_shift_mm : float
         Largest correction accepted from the shared frame of reference.
 
@@ -593,8 +599,13 @@ def register_pet_to_mr(
         "seed": seed,
         "shrink": [2, 1],
         "smooth": [1.0, 0.0],
-        "moving_mask": mask,
     }
+    if mask is not None and shared:  # the focus region seen from the MR grid: every voxel used
+        params["fixed_mask"] = sitk.Resample(
+            mask, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+        )
+    elif mask is not None:
+        params["moving_mask"] = mask
     final_level = {**params, "shrink": [1], "smooth": [0.0]}
     if shared:
         transform = sitk.Euler3DTransform()
@@ -631,7 +642,7 @@ def register_pet_to_mr(
         "metric_name": "Mattes mutual information",
         "metric_initial": initial if math.isfinite(initial) else None,
         "optimizer_stop": stop,
-        "params": {k: v for k, v in params.items() if k != "moving_mask"},
+        "params": {k: v for k, v in params.items() if not k.endswith("_mask")},
         "mr_smoothing_mm": mr_smoothing_mm,
         "focus": None
         if mask is None

@@ -262,9 +262,27 @@ def parse_header(buf: bytes, *, stop_after: int = PIXEL_DATA) -> Header:
     else:
         raise UnsupportedHeader(f"transfer syntax {ts!r}")
     stop = min(stop_after, PIXEL_DATA)
-    while pos + 8 <= end:
+    by_tag = _BY_TAG
+    unpack_hh, unpack_h, unpack_i = _HH.unpack_from, _H.unpack_from, _I.unpack_from
+    long_vrs = _LONG_VRS
+    while pos + 8 <= end:  # hot loop: element headers decoded inline
         start = pos
-        tag, vr, length, pos = _element_header(buf, pos, explicit)
+        group, elem = unpack_hh(buf, pos)
+        tag = (group << 16) | elem
+        vr = b""
+        if group == 0xFFFE or not explicit:
+            length = unpack_i(buf, pos + 4)[0]
+            pos += 8
+        else:
+            vr = buf[pos + 4 : pos + 6]
+            if vr in long_vrs:
+                length = unpack_i(buf, pos + 8)[0]
+                pos += 12
+            elif 65 <= vr[0] <= 90 and 65 <= vr[1] <= 90:
+                length = unpack_h(buf, pos + 6)[0]
+                pos += 8
+            else:
+                raise UnsupportedHeader(f"invalid VR {vr!r} at offset {start}")
         if tag >= PIXEL_DATA:
             header.header_end = start
             if tag == PIXEL_DATA:
@@ -277,14 +295,14 @@ def parse_header(buf: bytes, *, stop_after: int = PIXEL_DATA) -> Header:
             header.stopped = True
             return header
         if length == _UNDEFINED:
-            if tag in _BY_TAG:  # functional groups: keep the position, pydicom parses them
-                values[_BY_TAG[tag][0]] = b""
+            if tag in by_tag:  # functional groups: keep the position, pydicom parses them
+                values[by_tag[tag][0]] = b""
             pos = _skip_undefined(buf, pos, explicit and vr != b"UN")
             continue
         if pos + length > end:
             break
-        if tag in _BY_TAG:
-            values[_BY_TAG[tag][0]] = buf[pos : pos + length]
+        if tag in by_tag:
+            values[by_tag[tag][0]] = buf[pos : pos + length]
         pos += length
     header.header_end = min(pos, end)
     header.truncated = pos != end

@@ -445,7 +445,7 @@ def write_series(
     *,
     modality: Modality | str,
     overwrite: bool = False,
-    filename: str = "IM{instance:04d}.dcm",
+    filename: str = "IM{slice:04d}.dcm",
     **options: Any,
 ) -> list[Path]:
     """Write ``volume`` as a classic single-frame DICOM series, one file per slice.
@@ -462,7 +462,9 @@ def write_series(
     overwrite
         Replace existing files of the same name (default: refuse).
     filename
-        Pattern of the file names; ``{instance}`` is the 1-based InstanceNumber.
+        Pattern of the file names: ``{slice}`` is the 1-based position of the slice along the
+        normal, ``{instance}`` its InstanceNumber (which ``tags`` / ``per_slice_tags`` may
+        change, even to duplicates).
     **options
         Keyword-only options of :func:`series_datasets`:
 
@@ -505,8 +507,8 @@ def write_series(
     datasets = series_datasets(volume, modality=modality, **options)
     paths = []
     out_dir.mkdir(parents=True, exist_ok=True)
-    for ds in datasets:
-        path = out_dir / filename.format(instance=int(ds.InstanceNumber))
+    for k, ds in enumerate(datasets):
+        path = out_dir / filename.format(slice=k + 1, instance=ds.get("InstanceNumber", ""))
         with atomic_path(path, overwrite=overwrite) as tmp:
             pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
         paths.append(path)

@@ -311,7 +311,8 @@ def scan(path: str | os.PathLike, *, progress: bool | None = None) -> DicomIndex
     Parameters
     ----------
     path
-        A folder (walked recursively), a DICOMDIR file, a .zip archive or a single file.
+        A folder (walked recursively; hidden files and DICOMDIR index files are skipped, the
+        files they index are found by the walk), a DICOMDIR file, a .zip archive or a file.
     progress
         Show a progress bar on stderr; ``None`` (default) shows it for large trees when stderr
         is a terminal.

@@ -563,6 +563,15 @@ def read_seg(
             direction=affine[:3, :3] / spacing,
             meta=meta,
         )
+    ref_for = reference.meta.get("frame_of_reference_uid")
+    if ref_for and meta["frame_of_reference_uid"] and ref_for != meta["frame_of_reference_uid"]:
+        raise GeometryError(
+            "the SEG and the reference image are in different frames of reference",
+            path=path,
+            tag="FrameOfReferenceUID",
+            value=f"SEG {meta['frame_of_reference_uid']}, image {ref_for}",
+            hint="pass the series the SEG was drawn on (or one registered to it) as reference",
+        )
     out = np.zeros(reference.shape, np.uint16)
     numbers = _frame_segment_numbers(seg)
     shared = seg.SharedFunctionalGroupsSequence[0]

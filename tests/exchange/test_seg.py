@@ -156,8 +156,13 @@ def test_errors_name_the_problem(exchange_series, tmp_path):
     mask = np.zeros(mr.shape, bool)
     mask[2, 2:4, 2:4] = True
     path = write_seg(mr.with_array(mask), mr, tmp_path / "seg.dcm")
-    with pytest.raises(GeometryError, match="does not lie on a slice"):
+    with pytest.raises(GeometryError, match="different frames of reference"):
         read_seg(path, reference=pet)
+    half_voxel_off = Volume(
+        mr.array, mr.spacing, mr.index_to_world([0, 0.5, 0]), mr.direction, mr.meta
+    )
+    with pytest.raises(GeometryError, match="does not lie on a slice"):
+        read_seg(path, reference=half_voxel_off)
     with pytest.raises(DicomSeriesError, match="SOPClassUID"):
         read_seg(exchange_series["mr"][0])
     with pytest.raises(IsletImagingError, match="no such segment"):

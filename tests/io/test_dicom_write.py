@@ -205,8 +205,14 @@ def test_tags_sequences_deletion_and_per_slice_values(tmp_path):
     assert float(item.RadionuclideHalfLife) == 4062.6
     assert [h.AcquisitionTime for h in headers] == ["120000", "120001", "120002"]
     assert [h.InstanceNumber for h in headers] == [30, 20, 10]
-    # files are named after the InstanceNumber
-    assert [f.name for f in files] == ["IM0030.dcm", "IM0020.dcm", "IM0010.dcm"]
+    # files are named after the slice position unless asked otherwise
+    assert [f.name for f in files] == ["IM0001.dcm", "IM0002.dcm", "IM0003.dcm"]
+    named = write_series(vol, tmp_path / "named", modality="MR", filename="{instance}.dcm",
+                         per_slice_tags={"InstanceNumber": [30, 20, 10]})  # fmt: skip
+    assert [f.name for f in named] == ["30.dcm", "20.dcm", "10.dcm"]
+    # duplicate InstanceNumbers (a broken series for loader tests) can be written
+    duplicates = write_series(vol, tmp_path / "dup", modality="MR", tags={"InstanceNumber": 1})
+    assert {pydicom.dcmread(f).InstanceNumber for f in duplicates} == {1}
 
 
 def test_bad_arguments_raise_clear_errors(tmp_path):

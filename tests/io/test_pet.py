@@ -442,3 +442,35 @@ def test_body_size_normalisers_are_ordered(weight, height):
     bsa_cm2 = 1e4 * 0.007184 * weight**0.425 * (100 * height) ** 0.725
     assert bsa_f / bw_f == pytest.approx(bsa_cm2 / (weight * 1000), rel=1e-9)
     assert math.isfinite(bsa_f)
+
+
+# ----------------------------------------------------------------------------- phantom, end to end
+def test_phantom_pet_to_suv_matches_truth(phantom_visit):
+    pet = phantom_visit.pet
+    expected = phantom_visit.truth["pet"]["suvbw_per_bqml"]  # W / (D 2^(-Δt/T½)), by the phantom
+    suv = to_suv(pet)
+    assert suv.meta["suv"]["factor"] == pytest.approx(expected, rel=1e-8)
+    np.testing.assert_allclose(suv.array, pet.array * expected, rtol=1e-5)
+
+
+def test_load_series_suvbw_and_cli_on_phantom_dicom(phantom_study, capsys):
+    from islet_imaging.cli import main
+    from islet_imaging.io.dicom import load_series
+
+    folder = phantom_study / "dicom" / "ISLET-001" / "V0" / "PET"
+    truth = json.loads((phantom_study / "truth" / "ISLET-001" / "V0" / "truth.json").read_text())
+    factor = truth["pet"]["suvbw_per_bqml"]
+    bqml = load_series(folder)
+    suv = load_series(folder, units="suvbw")
+    assert suv.meta["units"] == "SUVbw"
+    assert suv.meta["suv"]["rules"]["scan_time"].startswith("SeriesDate/SeriesTime")
+    np.testing.assert_allclose(suv.array, bqml.array * factor, rtol=1e-5, atol=1e-9)
+    assert main(["suv", str(folder), "--json", "--kind", "bw"]) == 0
+    out = capsys.readouterr().out
+    record = json.loads(out)
+    assert record["factor"] == pytest.approx(factor, rel=1e-8)
+    assert truth["patient"]["name"] not in out
+    assert main(["suv", str(folder), "--weight", "80"]) == 0
+    text = capsys.readouterr().out
+    assert "override    weight_kg = 80.0" in text
+    assert f"{factor * 80 / truth['patient']['weight_kg']:.6g}" in text

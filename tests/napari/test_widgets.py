@@ -67,12 +67,12 @@ def test_load_segment_edit_measure_save(make_napari_viewer, qtbot, workspace_dir
     assert t2.metadata["islet_imaging"]["visit_label"] == "P001/V0"
     assert layer_to_volume(t2).same_grid(deposits)
 
-    # -- segment: Otsu inside the muscle, a seed in deposit 1 (world = LPS reversed);
+    # -- segment: default method (reference muscle + k SD), a seed in deposit 1 (LPS -> world);
     #    deposits 1-3 touch along the injection track, deposit 4 lies apart
     seg = GraftSegmentation(viewer)
     viewer.window.add_dock_widget(seg)
     seg.image_combo.set_layer(t2)
-    seg.method_combo.setCurrentText("otsu")
+    assert seg.method_combo.currentText() == "reference"
     seg.split_check.setChecked(False)
     seeds = seg.new_seeds_layer()
     centres = {d["label"]: np.array(d["centre_mm"]) for d in truth["deposits"]}
@@ -90,7 +90,7 @@ def test_load_segment_edit_measure_save(make_napari_viewer, qtbot, workspace_dir
     graft = seg.accept()
     assert graft.name == GRAFT_NAME
     assert PREVIEW_NAME not in viewer.layers
-    assert "otsu" in graft.metadata["islet_imaging"]["method"]
+    assert "mr_reference" in graft.metadata["islet_imaging"]["method"]
 
     # -- measure, then paint and erase: the volume follows the edits
     meas = Measurements(viewer)
@@ -133,7 +133,7 @@ def test_load_segment_edit_measure_save(make_napari_viewer, qtbot, workspace_dir
     assert versions[1].author == "A. Annotator"
     assert versions[1].parent_id == first.id
     assert versions[1].reference_series_uid == t2.metadata["islet_imaging"]["meta"]["series_uid"]
-    assert "otsu" in versions[1].method
+    assert "mr_reference" in versions[1].method
     assert "manual edit" in versions[1].method
     saved = versions[1].read()
     assert saved.same_grid(layer_to_volume(t2))
@@ -145,6 +145,12 @@ def test_load_segment_edit_measure_save(make_napari_viewer, qtbot, workspace_dir
 
     assert plan_visit(ws, "P001/V0").mask_id == second.id
     ws.close()
+
+    # -- reopening the visit brings the latest version back, ready for the next correction
+    reloaded = browser.load_items([_visit_item(browser, "V0")])[-1]
+    assert reloaded.name == "graft v2"
+    assert reloaded.metadata["islet_imaging"]["mask_id"] == second.id
+    np.testing.assert_array_equal(layer_to_volume(reloaded).array > 0, saved.array > 0)
 
     # -- export through the writer contribution; an existing file is never replaced
     out = workspace_dir.parent / "graft.nii.gz"

@@ -84,7 +84,7 @@ def load_visit_layers(
     layers.extend(pets)
     latest = workspace.latest_mask(int(visit_id)) if mask else None
     if latest is not None:
-        volume = latest.read()
+        volume = latest.read().with_meta(series_uid=latest.reference_series_uid)
         name = f"{latest.name} v{latest.version}"
         data = _with_origin(
             labels_like(volume, volume.array, name=name),

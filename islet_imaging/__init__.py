@@ -41,6 +41,17 @@ _LAZY = {
     "read_sr": "islet_imaging.io.sr",
     "read_rtstruct": "islet_imaging.io.rtstruct",
     "export_deidentified": "islet_imaging.io.deidentify",
+    "segment_graft_mr": "islet_imaging.segment.graft",
+    "segment_graft_pet": "islet_imaging.segment.graft",
+    "segment_graft_mr_pet_guided": "islet_imaging.segment.graft",
+    "split_deposits": "islet_imaging.segment.graft",
+    "reference_muscle_roi": "islet_imaging.segment.muscle",
+    "measure_graft": "islet_imaging.measure.records",
+    "Workspace": "islet_imaging.study.workspace",
+    "process_visit": "islet_imaging.study.pipeline",
+    "run_batch": "islet_imaging.study.batch",
+    "longitudinal_table": "islet_imaging.study.longitudinal",
+    "write_report": "islet_imaging.report.html",
 }
 
 __all__ = [

@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from islet_imaging.errors import IsletImagingError
+
 FOREARM_LENGTH_MM = 260.0
 TAPER = 0.30  # relative loss of width from elbow to wrist
 SKIN_MM = 1.5
@@ -310,7 +312,9 @@ def make_deposits(
         deposits = _draw_deposits(rng, anatomy, n_tracks)
         if _valid(deposits, anatomy, max_scale):
             return deposits
-    raise RuntimeError("could not place deposits inside the brachioradialis")  # pragma: no cover
+    raise IsletImagingError(  # pragma: no cover - never seen for any seed tried
+        "could not place the deposits inside the brachioradialis", tag="seed"
+    )
 
 
 def _draw_deposits(

@@ -20,6 +20,7 @@ from islet_imaging._phantom_model import (
     DepositState,
     make_deposits,
     rotation_matrix,
+    surface_points,
     visit_states,
 )
 from islet_imaging._phantom_render import Grid, Pose, box_extent_in_frame, grid_around
@@ -269,6 +270,26 @@ def mr_frame(orientation: Orientation) -> np.ndarray:
     return np.stack([np.cross(row, col), col, row], axis=1)
 
 
+def _cover(
+    frame: np.ndarray,
+    centre: np.ndarray,
+    extent: tuple[float, float, float],
+    points: np.ndarray,
+    margin: float,
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Grow a box (axes = columns of ``frame``) so that it holds ``points`` + ``margin``.
+
+    Returns the new centre and extent; both are unchanged when the points already fit.
+    """
+    half = np.asarray(extent, dtype=float) / 2
+    along = (points - centre) @ frame
+    low = np.minimum(-half, along.min(axis=0) - margin)
+    high = np.maximum(half, along.max(axis=0) + margin)
+    if np.array_equal(low, -half) and np.array_equal(high, half):
+        return centre, extent
+    return centre + frame @ ((low + high) / 2), tuple(float(x) for x in high - low)
+
+
 def plan_visit(seed: int, patient_index: int, visit: int, options: Options) -> VisitPlan:
     """Decide everything about visit ``visit`` of patient ``patient_index``."""
     patient = make_patient(seed, patient_index)
@@ -288,10 +309,15 @@ def plan_visit(seed: int, patient_index: int, visit: int, options: Options) -> V
         mr_extent = (preset.mr_length_mm, FOV_TRANSVERSE_MM[1], FOV_TRANSVERSE_MM[0])
     else:
         mr_extent = box_extent_in_frame(frame, pose.rotation, box)
-    mr_grid = grid_around(centre, frame, mr_extent, preset.mr_spacing)
+    # the whole graft (+ margin) is always in the field of view, however long it is
+    graft = np.concatenate([surface_points(s) for s in states]) @ pose.rotation.T
+    graft += pose.translation
+    mr_centre, mr_extent = _cover(frame, centre, mr_extent, graft, 2 * preset.mr_spacing[0])
+    mr_grid = grid_around(mr_centre, frame, mr_extent, preset.mr_spacing)
     pet_box = tuple(b + 2 * options.psf_fwhm_mm for b in box)
     pet_extent = box_extent_in_frame(AXIAL, NOMINAL_ROTATION, pet_box)
-    pet_grid = grid_around(centre, AXIAL, pet_extent, (preset.pet_spacing,) * 3)
+    pet_centre, pet_extent = _cover(AXIAL, centre, pet_extent, graft, 2 * options.psf_fwhm_mm)
+    pet_grid = grid_around(pet_centre, AXIAL, pet_extent, (preset.pet_spacing,) * 3)
 
     # dates, times, dose and weight
     rng = rng_for(seed, patient_index, 200 + visit)

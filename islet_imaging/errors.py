@@ -9,15 +9,15 @@ from __future__ import annotations
 from os import PathLike
 
 __all__ = [
-    "IsletImagingError",
     "DicomSeriesError",
     "GeometryError",
+    "IsletImagingError",
+    "MissingDependencyError",
     "MissingTagError",
+    "PacsError",
     "RegistrationError",
     "SegmentationError",
     "WorkspaceError",
-    "PacsError",
-    "MissingDependencyError",
 ]
 
 

@@ -516,11 +516,28 @@ def _robust_rigid(
         "moving_mask": moving_mask,
         "metric": metric,
     }
+    # refine the best candidates at 1/4 and 1/2 resolution, then only the winner at full
     best = None
     for _, trial in scored[:candidates]:
-        metric, stop = _optimise(fixed, moving, trial, iterations=200, learning_rate=2.0, **fine)
+        metric, stop = _optimise(
+            fixed,
+            moving,
+            trial,
+            iterations=200,
+            learning_rate=2.0,
+            **{**fine, "shrink": fine["shrink"][:-1], "smooth": fine["smooth"][:-1]},
+        )
         if best is None or metric < best[1]:
             best = (trial, metric, stop)
+    metric, stop = _optimise(
+        fixed,
+        moving,
+        best[0],
+        iterations=200,
+        learning_rate=0.5,
+        **{**fine, "shrink": fine["shrink"][-1:], "smooth": fine["smooth"][-1:]},
+    )
+    best = (best[0], metric, stop)
     search = {
         "init": "moments (CenteredTransformInitializer MOMENTS) + rotation grid search",
         "search_deg": search_deg,

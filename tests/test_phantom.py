@@ -391,6 +391,27 @@ def test_orientation_options_give_the_right_iop(orientation, row, col):
     assert visit.graft_mask.array[[0, -1]].sum() == 0  # not cut by the first / last slice
 
 
+@pytest.mark.parametrize(
+    ("seed", "patient", "visit", "orientation"),
+    [(1, 2, 0, "axial"), (1, 2, 5, "sagittal"), (2, 3, 0, "sagittal"), (6, 1, 0, "oblique")],
+)
+def test_long_grafts_stay_inside_both_fields_of_view(seed, patient, visit, orientation):
+    """Two long injection tracks: the grids grow so that no deposit touches an edge."""
+    v = make_visit(seed=seed, patient=patient, visit=visit, orientation=orientation)
+    for labels in (v.deposit_labels.array, v.pet_deposit_labels.array):
+        for axis in range(3):
+            edges = np.take(labels, [0, -1], axis=axis)
+            assert not edges.any()
+    graft = v.truth["graft"]
+    assert (
+        abs(graft["volume_ml_voxelised"] - graft["volume_ml_analytic"])
+        <= 0.06 * graft["volume_ml_analytic"]
+    )
+    # every deposit is seen on the PET grid too
+    assert set(np.unique(v.pet_deposit_labels.array)) >= {d["label"] for d in v.truth["deposits"]
+                                                          if d["volume_ml_analytic"] > 0.1}  # fmt: skip
+
+
 def test_cli_writes_an_oblique_iron_study_and_refuses_to_overwrite(tmp_path):
     args = ["phantom", str(tmp_path), "--patients", "1", "--visits", "1", "--seed", "9"]
     args += ["--size", "small", "--oblique", "--iron", "--rle", "--psf-fwhm", "6"]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from islet_imaging import __version__
 from islet_imaging.errors import IsletImagingError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     polarity = "dark" if args.dark else "bright"
     sources: dict[str, Any] = {}
     if args.modality == "pet":
-        activity, suv = load_selected(
+        _, suv = load_selected(
             args.sources, modality="PT", series_uid=args.series_uid, match=args.match
         )
         sources["pet_series_uid"] = suv.meta.get("series_uid")

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from islet_imaging.volume import Volume
 
-__all__ = ["to_sitk", "from_sitk"]
+__all__ = ["from_sitk", "to_sitk"]
 
 
 def to_sitk(volume: Volume) -> sitk.Image:

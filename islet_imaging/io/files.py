@@ -20,7 +20,7 @@ from islet_imaging.errors import IsletImagingError
 from islet_imaging.io._sitk import from_sitk, to_sitk
 from islet_imaging.volume import Volume
 
-__all__ = ["read_volume", "read_mask", "write_volume", "SUPPORTED_SUFFIXES"]
+__all__ = ["SUPPORTED_SUFFIXES", "read_mask", "read_volume", "write_volume"]
 
 SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
 _META_KEY = "islet_imaging_meta"

@@ -7,6 +7,34 @@ import numpy as np
 from islet_imaging.volume import Volume
 
 
+def sample_labels(labels: Volume, reference: Volume, lo, hi, subsample: int) -> np.ndarray:
+    """Labels (nearest voxel) at ``subsample``³ points per voxel of ``reference[lo:hi]``.
+
+    The index-to-index map is affine, so it is evaluated by broadcasting along the three axes
+    (no per-point matrix product). Returns an array of shape ``(hi - lo) * subsample``.
+    """
+    matrix = np.linalg.inv(labels.affine) @ reference.affine
+    offsets = (np.arange(subsample) + 0.5) / subsample - 0.5
+    axes = [
+        (np.arange(lo[a], hi[a])[:, None] + offsets[None, :]).ravel().astype(np.float32)
+        for a in range(3)
+    ]
+    shape = tuple(len(a) for a in axes)
+    src = []
+    for c in range(3):
+        coord = np.full(shape, matrix[c, 3], np.float32)
+        coord += matrix[c, 0] * axes[0][:, None, None]
+        coord += matrix[c, 1] * axes[1][None, :, None]
+        coord += matrix[c, 2] * axes[2][None, None, :]
+        src.append(np.rint(coord).astype(np.int32))
+    inside = np.ones(shape, bool)
+    for c, n in enumerate(labels.shape):
+        inside &= (src[c] >= 0) & (src[c] < n)
+    values = np.zeros(shape, labels.array.dtype)
+    values[inside] = labels.array[src[0][inside], src[1][inside], src[2][inside]]
+    return values
+
+
 def label_fractions(
     labels: Volume, reference: Volume, label_ids: list[int], *, subsample: int = 3
 ) -> dict[int, np.ndarray]:

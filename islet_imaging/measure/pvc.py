@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from islet_imaging.errors import IsletImagingError
+from islet_imaging.measure._grid import sample_labels
 from islet_imaging.volume import Volume
 
 __all__ = [
@@ -102,16 +103,8 @@ def _fine_labels(
             tag="labels",
             hint="register the PET to the MR first",
         )
-    offsets = (np.arange(sub) + 0.5) / sub - 0.5
-    axes = [(np.arange(lo[a], hi[a])[:, None] + offsets[None, :]).ravel() for a in range(3)]
-    kk, jj, ii = np.meshgrid(*axes, indexing="ij")
-    points = image.index_to_world(np.stack([kk, jj, ii], -1).reshape(-1, 3))
-    src = np.rint(labels.world_to_index(points)).astype(int)
-    inside = np.all((src >= 0) & (src < np.asarray(labels.shape)), axis=1)
-    values = np.zeros(len(src), np.int32)
-    values[inside] = labels.array[tuple(src[inside].T)]
     crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    return crop, values.reshape(kk.shape)
+    return crop, sample_labels(labels, image, lo, hi, sub).astype(np.int32, copy=False)
 
 
 def _coarse(fine: np.ndarray, sub: int) -> np.ndarray:

@@ -163,6 +163,15 @@ def measure_graft(
     -------
     pandas.DataFrame
         Tidy table with the columns :data:`COLUMNS`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from islet_imaging.volume import Volume
+    >>> labels = np.zeros((4, 10, 10), np.int32); labels[1:3, 2:6, 2:6] = 1
+    >>> table = measure_graft(Volume(labels, spacing=(2.0, 1.0, 1.0), meta={"kind": "mask"}))
+    >>> table.query("metric == 'volume' and object == 'graft'")[["value", "unit"]].values.tolist()
+    [[0.064, 'mL']]
     """
     from islet_imaging import __version__
 
@@ -325,10 +334,12 @@ def _measure_pet(add, suv, labels, ids, names, reference, volumes, fwhm_mm, pvc,
                 "max_over_reference_mean",
                 suv,
             )
-    fwhm = fwhm_mm if fwhm_mm is not None else fwhm_from_volume(suv)
+    fwhm, source = fwhm_mm, "user"
+    if fwhm is None:
+        fwhm, source = fwhm_from_volume(suv), "image"
     if fwhm is None or not pvc:
         return
-    params = {"fwhm_mm": fwhm}
+    params = {"fwhm_mm": fwhm, "fwhm_source": source}
     if "rc" in pvc:
         background = ref_mean or 0.0
         res = rc_correct(suv, labels, fwhm_mm=fwhm, background=background)

@@ -19,7 +19,6 @@ __all__ = [
     "ball_footprint",
     "fill_holes",
     "keep_largest",
-    "keep_touching",
     "label_components",
     "remove_small_objects",
     "seeds_to_indices",
@@ -96,13 +95,6 @@ def keep_largest(mask: Volume) -> Volume:
     counts = np.bincount(labels.ravel())
     counts[0] = 0
     return _as_mask(mask, labels == int(np.argmax(counts)))
-
-
-def keep_touching(mask: Volume, marker: np.ndarray) -> Volume:
-    """Keep the connected components of ``mask`` that overlap the boolean array ``marker``."""
-    labels, _ = label_components(_bool(mask))
-    hit = np.unique(labels[np.asarray(marker, bool) & (labels > 0)])
-    return _as_mask(mask, np.isin(labels, hit[hit > 0]))
 
 
 def seeds_to_indices(volume: Volume, seeds_mm: Sequence[Sequence[float]]) -> np.ndarray:

@@ -105,7 +105,7 @@ def _margin(spacing: Sequence[float], mm: float) -> list[int]:
     return [int(np.ceil(mm / s)) + 1 for s in spacing]
 
 
-def _region(image: Volume, region: Volume | None, name: str = "region") -> np.ndarray:
+def _region(image: Volume, region: Volume | None) -> np.ndarray:
     if region is None:
         return np.ones(image.shape, bool)
     region = resample_mask_like(region, image)

@@ -28,12 +28,24 @@ __all__ = ["body_mask", "bone_mask", "muscle_mask", "muscle_masks", "reference_m
 
 
 def _fill_holes_2d(mask: np.ndarray) -> np.ndarray:
-    """Fill holes slice by slice along each of the three axes (open-ended limbs stay filled)."""
+    """Fill holes slice by slice along each of the three axes (open-ended limbs stay filled).
+
+    A hole of a slice is a background component of that slice that does not reach the slice
+    border; all slices of one axis are labelled in a single call with in-plane connectivity.
+    """
     out = ndi.binary_fill_holes(mask)
     for axis in range(3):
-        moved = np.moveaxis(out, axis, 0)
-        filled = np.stack([ndi.binary_fill_holes(s) for s in moved])
-        out = out | np.moveaxis(filled, 0, axis)
+        structure = np.zeros((3, 3, 3), bool)
+        plane = [slice(None)] * 3
+        plane[axis] = 1
+        structure[tuple(plane)] = ndi.generate_binary_structure(2, 1)
+        labels, n = ndi.label(~out, structure=structure)
+        border = np.zeros(n + 1, bool)
+        for other in (a for a in range(3) if a != axis):
+            for end in (0, -1):
+                border[np.unique(np.take(labels, end, axis=other))] = True
+        border[0] = True
+        out = out | ~border[labels]
     return out
 
 
@@ -297,12 +309,17 @@ def reference_muscle_roi(
         else:
             check_same_grid(mr, graft, "graft")
             avoid = graft.array.astype(bool)
-        far = ndi.distance_transform_edt(~avoid, sampling=mr.spacing) if avoid.any() else None
-        depth = ndi.distance_transform_edt(muscle_arr, sampling=mr.spacing)
-        allowed = muscle_arr if far is None else muscle_arr & (far >= min_distance_mm)
-        candidates = (
-            depth if far is None else np.where(far >= min_distance_mm + radius_mm, depth, 0)
-        )
+        # placement on a grid of about 2 mm (distance maps are the costly part)
+        step = [max(1, int(2.0 // s)) for s in mr.spacing]
+        sub = tuple(slice(None, None, st) for st in step)
+        coarse = [s * st for s, st in zip(mr.spacing, step, strict=True)]
+        slack = max(c for c in coarse)
+        depth = ndi.distance_transform_edt(muscle_arr[sub], sampling=coarse)
+        if avoid.any():
+            far = ndi.distance_transform_edt(~avoid[sub], sampling=coarse)
+            depth = np.where(far >= min_distance_mm + radius_mm + slack, depth, 0)
+        candidates = depth
+        allowed = muscle_arr
         if candidates.max(initial=0) <= 0:
             raise SegmentationError(
                 "no muscle far enough from the graft for a reference ROI",
@@ -310,7 +327,8 @@ def reference_muscle_roi(
                 value=min_distance_mm,
                 hint="lower min_distance_mm or give center_mm by hand",
             )
-        center = np.array(np.unravel_index(int(np.argmax(candidates)), mr.shape))
+        best = np.unravel_index(int(np.argmax(candidates)), candidates.shape)
+        center = np.asarray(best) * np.asarray(step)
         method = "reference_auto"
     ball = ball_footprint(mr.spacing, radius_mm)
     half = np.array(ball.shape) // 2

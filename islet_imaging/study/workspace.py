@@ -215,7 +215,8 @@ class ImportSummary:
         return (
             f"{self.patients_added} patient(s), {self.visits_added} visit(s), "
             f"{self.series_added} series added; {self.series_updated} series updated, "
-            f"{self.series_unchanged} unchanged; {len(self.problems)} unreadable file(s)"
+            f"{self.series_unchanged} unchanged; "
+            f"{len(self.problems)} non-DICOM or unreadable file(s) skipped"
         )
 
 

@@ -116,7 +116,7 @@ def to_display(volume: Volume) -> Volume:
     >>> sag = Volume(np.zeros((4, 5, 6)), direction=[[1, 0, 0], [0, 0, 1], [0, -1, 0]])
     >>> shown = to_display(sag)
     >>> shown.shape, np.allclose(shown.direction, [[0, 0, 1], [0, 1, 0], [1, 0, 0]])
-    ((6, 5, 4), True)
+    ((5, 6, 4), True)
     """
     order, flips = display_axes(volume.direction)
     array = _orient_array(volume.array, order, flips)

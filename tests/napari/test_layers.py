@@ -137,3 +137,13 @@ def test_labels_like_is_writable_and_on_the_image_grid():
     order, flips = display_axes(SAGITTAL)
     assert order == (1, 2, 0)
     assert flips == (True, False, False)
+
+
+def test_docstring_examples_of_the_plugin_run():
+    import doctest
+
+    import napari_islet_imaging._layers as layers_module
+
+    result = doctest.testmod(layers_module)
+    assert result.attempted > 0
+    assert result.failed == 0

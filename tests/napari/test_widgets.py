@@ -214,3 +214,24 @@ def test_timeline_shows_visits_on_the_baseline_grid(
     identity = resample_like(labels1, labels0).array > 0  # same LPS position, no registration
     unregistered = np.count_nonzero(identity & base) / max(np.count_nonzero(identity), 1)
     assert inside > 0.7 > unregistered + 0.3
+
+
+def test_background_preview_and_its_errors(make_napari_viewer, qtbot):
+    from napari.layers import Layer
+    from napari_islet_imaging._sample_data import phantom_layers
+
+    viewer = make_napari_viewer()
+    mr, pet, truth = (viewer.add_layer(Layer.create(*d)) for d in phantom_layers(size="small"))
+    seg = GraftSegmentation(viewer)
+    viewer.window.add_dock_widget(seg)
+    seg.image_combo.set_layer(pet)  # PET: SUV methods and parameters
+    assert seg.method_combo.currentText() == "percent_max"
+    seg.preview_in_background()  # context and mask computed in a worker thread
+    qtbot.waitUntil(lambda: PREVIEW_NAME in viewer.layers and seg._worker is None)
+    hot = layer_to_volume(viewer.layers[PREVIEW_NAME])
+    assert hot.same_grid(layer_to_volume(pet)) and hot.array.any()
+    assert "preview:" in seg.status.text()
+
+    seg.method_combo.setCurrentText("region_growing")  # needs seeds: reported, not raised
+    qtbot.waitUntil(lambda: "segmentation failed" in seg.status.text() and seg._worker is None)
+    assert "seeds_mm" in seg.status.text()

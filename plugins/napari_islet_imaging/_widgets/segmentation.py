@@ -3,7 +3,8 @@
 The work is done by :mod:`islet_imaging.segment.graft`; this module only turns layers into
 Volumes (and napari world points into LPS mm) and masks back into a Labels layer. The muscle
 compartment and the reference-muscle ROI of an MR image are computed once per image and reused
-for every preview, so changing a parameter or moving a seed redraws in a fraction of a second.
+for every preview. Live previews (a parameter changed, a seed added or moved) run in a worker
+thread after a short pause, so the viewer stays responsive; the newest settings win.
 """
 
 from __future__ import annotations
@@ -204,6 +205,8 @@ class GraftSegmentation(QWidget):
         self._context: SegmentationContext | None = None
         self._context_key: tuple[int, int] | None = None
         self._seed_layer: Any = None
+        self._worker: Any = None
+        self._pending = False
         self.last_mask: Volume | None = None
 
         self.image_combo = LayerCombo(napari_viewer, "Image")
@@ -253,14 +256,14 @@ class GraftSegmentation(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-        self._debounce = Debouncer(self.preview)
+        self._debounce = Debouncer(self.preview_in_background)
         self.image_combo.currentIndexChanged.connect(self._image_changed)
         self.seeds_combo.currentIndexChanged.connect(self._seeds_changed)
         self.method_combo.currentIndexChanged.connect(self._changed)
         self.polarity_combo.currentIndexChanged.connect(self._changed)
         self.split_check.toggled.connect(self._changed)
         self.add_seeds_button.clicked.connect(self.new_seeds_layer)
-        self.preview_button.clicked.connect(self.preview)
+        self.preview_button.clicked.connect(self.preview_in_background)
         self.accept_button.clicked.connect(self.accept)
         self._image_changed()
 
@@ -325,26 +328,84 @@ class GraftSegmentation(QWidget):
         return layer
 
     # ------------------------------------------------------------------ actions
+    def _request(self) -> tuple[Any, dict[str, Any], np.ndarray, bool]:
+        """Image layer, parameters, seeds (LPS mm) and split flag, read from the controls."""
+        layer = self.image_combo.layer()
+        if layer is None:
+            raise IsletImagingError("choose an image layer first", tag="image")
+        seeds = seeds_lps(self.seeds_combo.layer())
+        return layer, self.parameters(), seeds, self.split_check.isChecked()
+
     def compute(self) -> Volume:
         """Run the segmentation with the current parameters and seeds (no layer change)."""
-        seeds = seeds_lps(self.seeds_combo.layer())
-        return segment(
-            self.context(), seeds_mm=seeds, split=self.split_check.isChecked(), **self.parameters()
-        )
+        _layer, params, seeds, split = self._request()
+        return segment(self.context(), seeds_mm=seeds, split=split, **params)
+
+    def _show(self, mask: Volume, source: Any) -> Any:
+        self.last_mask = mask
+        layer = show_mask(self.viewer, mask, name=PREVIEW_NAME, source=source)
+        volume_ml = float(np.count_nonzero(mask.array)) * mask.voxel_volume_ml
+        n_objects = int(mask.array.max()) if mask.array.dtype != bool else int(mask.array.any())
+        report(self.status, f"preview: {volume_ml:.3f} mL, {n_objects} object(s)")
+        return layer
 
     def preview(self) -> Any | None:
-        """Compute and show the mask in the ``graft preview`` Labels layer."""
+        """Compute now and show the mask in the ``graft preview`` Labels layer."""
         try:
             mask = self.compute()
         except IsletImagingError as exc:
             report(self.status, f"segmentation failed: {exc}", error=True)
             return None
-        self.last_mask = mask
-        layer = show_mask(self.viewer, mask, name=PREVIEW_NAME, source=self.image_combo.layer())
-        volume_ml = float(np.count_nonzero(mask.array)) * mask.voxel_volume_ml
-        n_objects = int(mask.array.max()) if mask.array.dtype != bool else int(mask.array.any())
-        report(self.status, f"preview: {volume_ml:.3f} mL, {n_objects} object(s)")
-        return layer
+        return self._show(mask, self.image_combo.layer())
+
+    def preview_in_background(self) -> None:
+        """Compute the preview in a worker thread, keeping the viewer responsive.
+
+        The controls are read now; a request made while a computation runs is served when it
+        ends, with the newest settings. The per-image context is computed once, in the worker.
+        """
+        from napari.qt.threading import create_worker
+
+        if self._worker is not None:
+            self._pending = True
+            return
+        try:
+            layer, params, seeds, split = self._request()
+        except IsletImagingError as exc:
+            report(self.status, f"segmentation failed: {exc}", error=True)
+            return
+        key = (id(layer), id(layer.data))
+        context = self._context if self._context_key == key else None
+        volume = layer_to_volume(layer) if context is None else None
+        pet = is_pet_layer(layer)
+
+        def work() -> tuple[SegmentationContext | None, Volume | IsletImagingError]:
+            try:  # expected failures (no seeds, nothing found) come back as values
+                ctx = context if context is not None else prepare(volume, pet=pet)
+                return ctx, segment(ctx, seeds_mm=seeds, split=split, **params)
+            except IsletImagingError as exc:
+                return None, exc
+
+        def done(result: tuple[SegmentationContext | None, Volume | IsletImagingError]) -> None:
+            ctx, mask = result
+            if ctx is not None:
+                self._context, self._context_key = ctx, key
+            if isinstance(mask, IsletImagingError):
+                report(self.status, f"segmentation failed: {mask}", error=True)
+            else:
+                self._show(mask, layer)
+
+        self._worker = create_worker(work, _start_thread=False)
+        self._worker.returned.connect(done)
+        self._worker.finished.connect(self._worker_finished)
+        report(self.status, "computing preview…")
+        self._worker.start()
+
+    def _worker_finished(self) -> None:
+        self._worker = None
+        if self._pending:
+            self._pending = False
+            self.preview_in_background()
 
     def accept(self) -> Any | None:
         """Make the current preview the ``graft`` Labels layer (to correct with the brush)."""

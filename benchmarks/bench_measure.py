@@ -154,6 +154,8 @@ def bench_visit(repeat: int = 3) -> dict:
             "mr_shape": list(mr.shape),
             "pet_shape": list(pet.shape),
             "total_s": statistics.median(totals),
+            "total_without_registration_s": statistics.median(totals)
+            - statistics.median(steps["register"]),
             "steps_s": {k: statistics.median(v) for k, v in steps.items()},
             "registration_metric": float(reg.metric),
             "graft_volume_ml": volume,

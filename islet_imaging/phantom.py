@@ -27,6 +27,9 @@ Sizes
 ``small`` (tests; MR 1.5 × 1.5 × 3 mm, PET 4 mm, one visit in about 0.3 s), ``sample`` (the
 committed ``sample_data``; MR 0.8 × 0.8 × 3 mm, PET 3 mm) and ``standard`` (MR 0.6 × 0.6 × 3 mm,
 PET 2 mm).
+The MR field of view (112 × 96 mm across the arm, 84 / 90 / 120 mm along it) and the PET
+field of view (2 × FWHM larger) are centred on the arm at the level of the graft and grow when
+needed, so the whole graft is always imaged.
 
 Folder layout written by :func:`generate_study`
 -----------------------------------------------

@@ -372,7 +372,7 @@ def _optimise(
     reg = _method(**kw)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=learning_rate,
-        minStep=1e-4,
+        minStep=1e-3,
         numberOfIterations=iterations,
         relaxationFactor=0.6,
         gradientMagnitudeTolerance=1e-8,
@@ -478,19 +478,28 @@ def _robust_rigid(
             hint=str(exc)[:200],
         ) from exc
     init = sitk.Euler3DTransform(init)
-    coarse = {
-        "bins": min(bins, 32),
-        "sampling": 1.0,
-        "seed": seed,
-        "shrink": [4],
-        "smooth": [2.0],
-        "moving_mask": moving_mask,
-    }
-    # coarse exhaustive search over the three rotation angles at 1/4 resolution
+    # coarse exhaustive search over the three rotation angles at 1/4 resolution (pyramid
+    # level built once, so each of the (2 n + 1)³ trials costs one metric evaluation)
+    fixed_small, moving_small = (
+        sitk.Shrink(sitk.SmoothingRecursiveGaussian(image, 2.0), [4, 4, 4])
+        for image in (fixed, moving)
+    )
+    mask_small = (
+        None
+        if moving_mask is None
+        else sitk.Resample(moving_mask, moving_small, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    )
+    reg = _method(
+        bins=min(bins, 32),
+        sampling=1.0,
+        seed=seed,
+        shrink=[1],
+        smooth=[0.0],
+        moving_mask=mask_small,
+    )
     step = math.radians(search_deg) / max(search_steps, 1)
     rotations = np.arange(-search_steps, search_steps + 1) * step
     scored = []
-    reg = _method(**coarse)
     for ax in rotations:
         for ay in rotations:
             for az in rotations:
@@ -498,7 +507,7 @@ def _robust_rigid(
                 trial.SetRotation(float(ax), float(ay), float(az))
                 reg.SetInitialTransform(trial, inPlace=False)
                 try:
-                    scored.append((float(reg.MetricEvaluate(fixed, moving)), trial))
+                    scored.append((float(reg.MetricEvaluate(fixed_small, moving_small)), trial))
                 except RuntimeError:
                     continue
     if not scored:

@@ -408,8 +408,8 @@ def test_long_grafts_stay_inside_both_fields_of_view(seed, patient, visit, orien
         <= 0.06 * graft["volume_ml_analytic"]
     )
     # every deposit is seen on the PET grid too
-    assert set(np.unique(v.pet_deposit_labels.array)) >= {d["label"] for d in v.truth["deposits"]
-                                                          if d["volume_ml_analytic"] > 0.1}  # fmt: skip
+    sizeable = {d["label"] for d in v.truth["deposits"] if d["volume_ml_analytic"] > 0.1}
+    assert set(np.unique(v.pet_deposit_labels.array)) >= sizeable
 
 
 def test_cli_writes_an_oblique_iron_study_and_refuses_to_overwrite(tmp_path):

@@ -191,7 +191,9 @@ def main() -> int:
     steps = ", ".join(f"{k} {v:.2f}" for k, v in visit["steps_s"].items())
     print(
         f"visit end to end (MR {visit['mr_shape']}, PET {visit['pet_shape']}): "
-        f"{visit['total_s']:.2f} s (target < 5 s) [{steps}]; graft volume error "
+        f"{visit['total_s']:.2f} s (target < 5 s), "
+        f"{visit['total_without_registration_s']:.2f} s without registration [{steps}]; "
+        "graft volume error "
         f"{visit['volume_error_percent']:+.1f} %"
     )
     print(f"results: {RESULTS}")

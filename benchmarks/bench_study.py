@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         generate_s = time.perf_counter() - start
         n_visits = args.patients * args.visits
-        print(f"cohort {args.patients} x {args.visits} ({args.size}) generated in {generate_s:.1f} s")
+        print(
+            f"cohort {args.patients} x {args.visits} ({args.size}) generated in {generate_s:.1f} s"
+        )
 
         # reference: one baseline and one follow-up visit in this process, no Dask
         ws, import_s = _fresh_workspace(tmp / "reference", cohort / "dicom")
@@ -69,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             assert result.ok, result.reason
         reference_per_visit = (time.perf_counter() - start) / len(first)
         ws.close()
-        print(f"reference: {reference_per_visit:.2f} s per visit in-process (import {import_s:.2f} s)")
+        print(
+            f"reference: {reference_per_visit:.2f} s per visit in-process (import {import_s:.2f} s)"
+        )
 
         runs = {}
         for workers in args.workers:
@@ -103,8 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "study batch (Dask LocalCluster, processes, 1 thread each)",
         "software_version": __version__,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "cohort": {"patients": args.patients, "visits": args.visits, "size": args.size,
-                   "n_visits": n_visits, "generate_seconds": round(generate_s, 1)},  # fmt: skip
+        "cohort": {
+            "patients": args.patients,
+            "visits": args.visits,
+            "size": args.size,
+            "n_visits": n_visits,
+            "generate_seconds": round(generate_s, 1),
+        },
         "pipeline_options": options.to_dict(),
         "reference_in_process_per_visit_s": round(reference_per_visit, 3),
         "workers": {str(k): v for k, v in runs.items()},

@@ -6,11 +6,12 @@ image onto the fixed grid with that transform therefore aligns it with the fixed
 
 * :func:`register_pet_to_mr` starts from the identity (PET and MR share the frame of reference
   of a hybrid or co-registered acquisition) and refines a rigid transform by Mattes mutual
-  information. A correction larger than a few mm / degrees is reported as implausible.
+  information, sampled around the PET's uptake foci (along the forearm's axis only the graft
+  fixes the position). A correction larger than a few mm / degrees is reported as implausible.
 * :func:`register_to_baseline` must survive the arm being repositioned between visits (±15°,
-  ±30 mm): it aligns the intensity centres of mass, searches a coarse grid of rotations at low
-  resolution, then refines the best candidates over three resolution levels (rigid, then
-  optionally affine).
+  ±30 mm): it aligns the intensity centres of mass, scores a coarse grid of rotations at 1/4
+  resolution (mutual information), then refines the best candidates over three resolution
+  levels with normalised correlation (same sequence at both visits), optionally affine.
 
 Failures (no overlap, the metric getting worse, an implausible result) raise
 :class:`~islet_imaging.errors.RegistrationError`; nothing is returned silently.
@@ -396,11 +397,13 @@ def _rotation_deg(matrix: np.ndarray) -> float:
 
 
 def _summary(transform: sitk.Transform, fixed_centre: np.ndarray) -> dict:
-    """Rotation angle and displacement of the fixed image centre."""
+    """Rotation angle (degrees), displacement of the fixed image centre (mm, vector in
+    ``translation_mm`` and its length in ``centre_shift_mm``) and the 4×4 matrix."""
     matrix = _matrix(transform)
     moved = matrix[:3, :3] @ fixed_centre + matrix[:3, 3]
     return {
         "rotation_deg": _rotation_deg(matrix),
+        "translation_mm": (moved - fixed_centre).tolist(),
         "centre_shift_mm": float(np.linalg.norm(moved - fixed_centre)),
         "matrix": matrix.tolist(),
     }

@@ -218,3 +218,10 @@ def test_resample_like_identity_and_interpolation_defaults():
     shifted = sitk.TranslationTransform(3, (0.0, 0.0, 6.0))  # ref point -> volume point + 6 mm z
     moved = resample_like(coarse, coarse, transform=shifted)
     np.testing.assert_allclose(moved.array[:-1], coarse.array[1:], atol=1e-4)
+
+
+def test_pet_to_mr_implausible_correction_raises(phantom_visit):
+    pet = phantom_visit.pet
+    moved = dataclasses.replace(pet, origin=tuple(np.asarray(pet.origin) + (0.0, 0.0, 4.0)))
+    with pytest.raises(RegistrationError, match="implausible"):
+        register_pet_to_mr(moved, phantom_visit.mr_t2, max_shift_mm=1.0)

@@ -53,9 +53,10 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--segmentation",
-        choices=("pet_guided", "mr", "pet"),
-        default="pet_guided",
-        help="automatic graft delineation (default: MR seeded by PET hot spots)",
+        choices=("mr", "pet_guided", "pet"),
+        default="mr",
+        help="automatic graft delineation: MR relative to reference muscle (default), MR kept "
+        "where PET hot spots are (pet_guided), or PET",
     )
     parser.add_argument(
         "--baseline-search-steps",

@@ -50,7 +50,7 @@ from islet_imaging.segment.cleanup import (
     remove_small_objects,
     seeds_to_indices,
 )
-from islet_imaging.segment.muscle import muscle_masks, reference_muscle_roi
+from islet_imaging.segment.muscle import muscle_masks
 from islet_imaging.volume import Volume
 
 __all__ = [
@@ -153,7 +153,10 @@ def segment_graft_mr(
     polarity : Polarity or str
         ``'bright'`` (default) or ``'dark'`` (iron-labelled islets, hypointense).
     reference : Volume, optional
-        Reference-muscle ROI mask on the MR grid (default: :func:`reference_muscle_roi`).
+        Reference-muscle ROI mask on the MR grid, e.g. from :func:`reference_muscle_roi`.
+        Default: all muscle tissue of :func:`muscle_masks` (which leaves out the graft and
+        the voxels next to it), whose SD then includes the bias field and the differences
+        between muscles, a robust detection scale.
     region : Volume, optional
         Search region mask (default: the muscle compartment from :func:`muscle_mask`).
     seeds_mm : (n, 3) array_like, optional
@@ -185,7 +188,7 @@ def segment_graft_mr(
     signal = sign * np.asarray(mr.array, dtype=np.float32)
     tissue = None
     if region is None:
-        tissue, region = muscle_masks(mr)
+        tissue, region = muscle_masks(mr, exclude_dark_edges=polarity is Polarity.DARK)
     else:
         check_same_grid(mr, region, "region")
     allowed = region.array.astype(bool)
@@ -198,7 +201,9 @@ def segment_graft_mr(
     ref_stats = None
     if method in (MRMethod.REFERENCE, MRMethod.REGION_GROWING):
         if reference is None:
-            reference = reference_muscle_roi(mr, muscle=tissue)
+            if tissue is None:
+                tissue, _ = muscle_masks(mr)
+            reference = tissue.with_meta(method="reference_muscle_tissue")
         check_same_grid(mr, reference, "reference")
         ref_values = signal[reference.array.astype(bool)]
         if ref_values.size < 2:

@@ -112,8 +112,8 @@ def bone_mask(mr: Volume, *, body: Volume | None = None, cortex_mm: float = 3.0)
     """Radius and ulna (marrow and the dark cortex around it) on MR, in any orientation.
 
     Marrow is a bright (fat-class) component (found on the bright class as is, and on it
-    eroded by one voxel then dilated back, so that partial-volume bridges through a thin cortex
-    do not join it to the fat) inside the body that does not run along the skin
+    eroded by one and two voxels then dilated back, so that partial-volume bridges through a
+    thin cortex do not join it to the fat) inside the body that does not run along the skin
     (less than 10 % of it within 3 mm of the body surface) and
     whose outer shell is at least 20 % dark (cortex, blurred by partial volume); bright
     components surrounded by muscle (grafts,
@@ -149,7 +149,8 @@ def _bone(
     bright = (classes == 2) & body_arr
     marrow = np.zeros(mr.shape, bool)
     # partial volume can bridge marrow and fat through a thin cortex: also try eroded cores
-    for cores, grow in ((bright, 0), (ndi.binary_erosion(bright), 1)):
+    for grow in (0, 1, 2):
+        cores = ndi.binary_erosion(bright, iterations=grow) if grow else bright
         labels, _ = label_components(cores)
         for index, slices in enumerate(ndi.find_objects(labels), start=1):
             if slices is None:
@@ -160,7 +161,7 @@ def _bone(
             crop = tuple(slice(max(0, s.start - 2), s.stop + 2) for s in slices)
             this = labels[crop] == index
             if grow:
-                this = ndi.binary_dilation(this) & bright[crop]
+                this = ndi.binary_dilation(this, iterations=grow, mask=bright[crop])
             shell = ndi.binary_dilation(this) & ~this
             if shell.any() and np.mean(classes[crop][shell] == 0) > 0.2:
                 marrow[crop] |= this
@@ -218,9 +219,17 @@ def muscle_masks(
     exclude_bone: bool = True,
     skin_mm: float = 2.0,
     min_volume_mm3: float = 1000.0,
+    exclude_dark_edges: bool = False,
 ) -> tuple[Volume, Volume]:
     """Muscle tissue and muscle compartment at once: ``muscle_mask`` with
-    ``include_enclosed=False`` and ``True``, sharing the work."""
+    ``include_enclosed=False`` and ``True``, sharing the work.
+
+    Bone (:func:`bone_mask`) is removed with a cortex margin of 3 mm + half the largest voxel
+    size (partial volume of thick slices). With ``exclude_dark_edges`` the voxels touching
+    dark tissue (cortex, tendon) outside the
+    compartment are removed too, as those touching fat always are (used to search dark,
+    iron-labelled grafts, which partial volume with cortex would mimic).
+    """
     body_vol = body if body is not None else body_mask(mr)
     check_same_grid(mr, body_vol, "body")
     body_arr = body_vol.array.astype(bool)
@@ -236,12 +245,13 @@ def muscle_masks(
     keep[0] = False
     tissue = keep[labels]
     compartment = _fill_holes_2d(tissue) & inner
-    bone = _bone(mr, body_arr, classes, depth, 3.0) if exclude_bone else None
+    cortex_mm = 3.0 + 0.5 * max(mr.spacing)  # partial volume of thick slices
+    bone = _bone(mr, body_arr, classes, depth, cortex_mm) if exclude_bone else None
     out = []
     for muscle in (tissue, compartment):
         # voxels touching fat outside the compartment are muscle/fat partial-volume mixtures
-        fat = (classes == 2) & ~muscle
-        muscle = muscle & ~ndi.binary_dilation(fat, structure=np.ones((3, 3, 3), bool))
+        other = ((classes == 2) | ((classes == 0) & exclude_dark_edges)) & ~muscle & body_arr
+        muscle = muscle & ~ndi.binary_dilation(other, structure=np.ones((3, 3, 3), bool))
         if bone is not None:
             muscle &= ~bone
         out.append(muscle)

@@ -57,9 +57,10 @@ class PipelineOptions:
     Parameters
     ----------
     segmentation
-        ``"pet_guided"`` (MR delineation seeded by PET hot spots; MR-only when the visit has no
-        PET), ``"mr"`` (MR reference-muscle threshold) or ``"pet"`` (PET delineation resampled on
-        the MR grid).
+        ``"mr"`` (default: MR threshold relative to the reference muscle, the method validated
+        on phantom truth), ``"pet_guided"`` (MR delineation kept only where PET hot spots are;
+        MR-only when the visit has no PET) or ``"pet"`` (PET delineation resampled on the MR
+        grid).
     k
         MR detection threshold in reference-muscle SDs.
     pet_fraction
@@ -75,7 +76,7 @@ class PipelineOptions:
         ±20° (2: robust to a repositioned arm; 1: faster, for small repositioning).
     """
 
-    segmentation: str = "pet_guided"
+    segmentation: str = "mr"
     k: float = 3.0
     pet_fraction: float = 0.5
     min_deposit_mm3: float = 10.0
@@ -195,17 +196,31 @@ def _load_one(files: tuple[str, ...], **kwargs: Any) -> Volume:
     return volumes[0]
 
 
-def _labels_from_mask(mask: Volume, mr: Volume, options: PipelineOptions) -> Volume:
+def _labels_from_mask(
+    mask: Volume, mr: Volume, options: PipelineOptions, *, method: str, parameters: Any
+) -> Volume:
+    """Deposit labels on the MR grid from a stored or automatic mask, with its provenance.
+
+    A mask holding several labels keeps them (a person's split of the deposits); a binary mask
+    is split by :func:`~islet_imaging.segment.graft.split_deposits`.
+    """
     from islet_imaging.register import resample_like
     from islet_imaging.segment.graft import split_deposits
 
     if not mask.same_grid(mr):
         mask = resample_like(mask.as_mask(), mr)
+    provenance = {
+        "graft_method": method,
+        "graft_parameters": parameters,
+        "source_series_uid": mr.meta.get("series_uid"),
+    }
     values = np.unique(mask.array)
     if len(values[values > 0]) > 1:  # already labelled deposits: keep a person's split
-        return mr.with_array(mask.array.astype(np.int32)).as_mask(method="stored_labels")
+        labels = mr.with_array(mask.array.astype(np.int32))
+        return labels.as_mask(method="stored_labels", parameters={}, **provenance)
     binary = mr.with_array(mask.array > 0).as_mask()
-    return split_deposits(binary, min_volume_mm3=options.min_deposit_mm3)
+    labels = split_deposits(binary, min_volume_mm3=options.min_deposit_mm3)
+    return labels.with_meta(**provenance)
 
 
 def _segment(mr: Volume, suv: Volume | None, options: PipelineOptions) -> Volume:
@@ -364,12 +379,17 @@ def _run_visit(job: VisitJob, start: float) -> VisitResult:
         to_baseline = reg.transform.GetInverse()
     auto_mask = None
     if job.mask_path:
-        labels = _labels_from_mask(read_mask(job.mask_path), mr, options)
+        labels = _labels_from_mask(
+            read_mask(job.mask_path), mr, options,
+            method=f"stored mask version (id {job.mask_id})", parameters={"path": job.mask_path},
+        )  # fmt: skip
         artifacts["mask"] = {"source": "human", "mask_id": job.mask_id}
     else:
         graft = _segment(mr, suv, options)
-        labels = _labels_from_mask(graft, mr, options)
-        labels = labels.with_meta(series_uid=job.mr_series_uid)
+        labels = _labels_from_mask(
+            graft, mr, options,
+            method=graft.meta.get("method"), parameters=graft.meta.get("parameters"),
+        )  # fmt: skip
         with atomic_path(job.auto_mask_path) as tmp:
             write_volume(labels.with_array(labels.array.astype(np.uint16)), tmp, overwrite=True)
         method = {

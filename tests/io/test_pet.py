@@ -474,3 +474,22 @@ def test_load_series_suvbw_and_cli_on_phantom_dicom(phantom_study, capsys):
     text = capsys.readouterr().out
     assert "override    weight_kg = 80.0" in text
     assert f"{factor * 80 / truth['patient']['weight_kg']:.6g}" in text
+
+
+def test_bqml_per_slice_slopes_and_dynamic_start_frames():
+    # GE-style per-slice RescaleSlope; two frames of a dynamic START series: START corrects every
+    # frame to the series time, so both frames share the factor (no per-frame decay again)
+    slopes = [0.25, 1.5, 0.25, 1.5]
+    headers = series(4)
+    times = ["110200", "110200", "111200", "111200"]
+    for ds, slope, acq in zip(headers, slopes, times, strict=True):
+        ds.RescaleSlope, ds.AcquisitionTime = str(slope), acq
+    stored = np.full((4, 2, 3), 1000.0, np.float32)
+    volume = Volume(
+        stored * np.asarray(slopes, np.float32)[:, None, None],
+        meta={"units": "BQML", "headers": tuple(headers)},
+    )
+    suv = to_suv(volume, "suvbw")  # the loader's spelling
+    expected = 1000.0 * np.asarray(slopes)[:, None, None] * bw(3600.0)
+    np.testing.assert_allclose(suv.array, np.broadcast_to(expected, stored.shape), rtol=1e-6)
+    assert suv.meta["suv"]["factor"] == pytest.approx(bw(3600.0), rel=1e-12)

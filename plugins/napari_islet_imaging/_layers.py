@@ -257,7 +257,13 @@ def labels_like(
         )
     meta = {
         key: grid.meta[key]
-        for key in ("series_uid", "study_uid", "patient_id", "frame_of_reference_uid")
+        for key in (
+            "series_uid",
+            "study_uid",
+            "patient_id",
+            "frame_of_reference_uid",
+            "source_files",
+        )
         if key in grid.meta
     }
     mask = Volume(data.astype(np.int32), grid.spacing, grid.origin, grid.direction, meta)

@@ -1,4 +1,4 @@
-"""napari writers: Labels and Image layers to NIfTI / NRRD with their physical geometry.
+"""napari writers: Labels and Image layers to NIfTI / NRRD, and Labels to DICOM SEG.
 
 Files are written atomically by :func:`islet_imaging.io.files.write_volume`, which refuses to
 replace an existing file: annotations are never silently overwritten.
@@ -13,7 +13,7 @@ from islet_imaging.io.files import write_volume
 
 from ._layers import layer_to_volume
 
-__all__ = ["layer_from_data", "write_image", "write_labels"]
+__all__ = ["layer_from_data", "write_image", "write_labels", "write_labels_seg"]
 
 
 def layer_from_data(data: Any, attributes: dict[str, Any], layer_type: str) -> Any:
@@ -39,3 +39,16 @@ def write_labels(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
 def write_image(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """Write an Image layer on its original grid (``.nii.gz``/``.nrrd``)."""
     return _write(path, data, attributes, "image")
+
+
+def write_labels_seg(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
+    """Write a Labels layer drawn on a DICOM series as a DICOM SEG (one segment per label).
+
+    The layer must come from a DICOM image opened by this plugin (its metadata names the source
+    files); the SEG references that series and is marked as a manual segmentation.
+    """
+    from islet_imaging.io.seg import write_seg_labels
+
+    labels = layer_to_volume(layer_from_data(data, attributes, "labels"))
+    labels = labels.with_array(labels.array.astype("int32", copy=False), kind="mask")
+    return [os.fspath(write_seg_labels(labels, path))]

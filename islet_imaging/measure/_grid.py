@@ -35,6 +35,18 @@ def sample_labels(labels: Volume, reference: Volume, lo, hi, subsample: int) -> 
     return values
 
 
+def nonzero_box(array: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box (slices) of the non-zero voxels of ``array``; None when there is none."""
+    nonzero = array if array.dtype == bool else array != 0
+    box = []
+    for axis in range(array.ndim):
+        hit = np.flatnonzero(nonzero.any(axis=tuple(a for a in range(array.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def label_fractions(
     labels: Volume, reference: Volume, label_ids: list[int], *, subsample: int = 3
 ) -> dict[int, np.ndarray]:
@@ -42,29 +54,48 @@ def label_fractions(
 
     Each reference voxel is sampled at ``subsample``³ regularly spaced points, every point is
     looked up (nearest voxel) in ``labels``; the fraction is the share of points carrying the
-    label. On the same grid this is exactly the indicator of the label.
+    label. On the same grid this is exactly the indicator of the label. ``label_ids`` are
+    non-zero labels.
 
     Returns
     -------
     dict
         label -> float32 array of ``reference.shape`` with values in [0, 1].
     """
-    array = labels.array
-    if labels.same_grid(reference):
-        return {lab: (array == lab).astype(np.float32) for lab in label_ids}
+    crop, fractions = label_fractions_box(labels, reference, label_ids, subsample=subsample)
     out = {lab: np.zeros(reference.shape, np.float32) for lab in label_ids}
-    present = np.isin(array, label_ids)
+    if crop is not None:
+        for lab in label_ids:
+            out[lab][crop] = fractions[lab]
+    return out
+
+
+def label_fractions_box(
+    labels: Volume, reference: Volume, label_ids: list[int], *, subsample: int = 3
+) -> tuple[tuple[slice, ...] | None, dict[int, np.ndarray]]:
+    """:func:`label_fractions` on the box of ``reference`` outside which they are all 0.
+
+    Returns ``(box, {label: float32 fractions on reference[box]})``; ``(None, {})`` when no
+    voxel carries one of the labels.
+    """
+    array = labels.array
+    box = nonzero_box(array)
+    if box is None:
+        return None, {}
+    present = np.isin(array[box], label_ids)
     if not present.any():
-        return out
+        return None, {}
+    if labels.same_grid(reference):
+        return box, {lab: (array[box] == lab).astype(np.float32) for lab in label_ids}
     # bounding box of the labels in reference index space (with one voxel margin)
-    idx = np.argwhere(present)
+    idx = np.argwhere(present) + [s.start for s in box]
     lo_hi = np.array([idx.min(0) - 1, idx.max(0) + 1], float)
     corners = np.array(np.meshgrid(*lo_hi.T, indexing="ij")).reshape(3, -1).T
     ref_idx = reference.world_to_index(labels.index_to_world(corners))
     lo = np.maximum(np.floor(ref_idx.min(0)).astype(int) - 1, 0)
     hi = np.minimum(np.ceil(ref_idx.max(0)).astype(int) + 2, reference.shape)
     if np.any(hi <= lo):
-        return out
+        return None, {}
     offsets = (np.arange(subsample) + 0.5) / subsample - 0.5
     axes = [(np.arange(lo[a], hi[a])[:, None] + offsets[None, :]).ravel() for a in range(3)]
     kk, jj, ii = np.meshgrid(*axes, indexing="ij")
@@ -76,6 +107,4 @@ def label_fractions(
     shape = tuple(int(h - low) for low, h in zip(lo, hi, strict=True))
     values = values.reshape(shape[0], subsample, shape[1], subsample, shape[2], subsample)
     crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-    for lab in label_ids:
-        out[lab][crop] = (values == lab).mean(axis=(1, 3, 5))
-    return out
+    return crop, {lab: (values == lab).mean(axis=(1, 3, 5)).astype(np.float32) for lab in label_ids}

@@ -62,7 +62,11 @@ def first_order(image: Volume, mask: np.ndarray) -> dict[str, float]:
     >>> first_order(img, img.array >= 4)["mean"]
     5.5
     """
-    values = _values(image, np.asarray(mask, bool))
+    return _statistics(_values(image, np.asarray(mask, bool)))
+
+
+def _statistics(values: np.ndarray) -> dict[str, float]:
+    """First-order statistics of a non-empty float64 array of voxel values."""
     p10, median, p90 = np.percentile(values, [10, 50, 90])
     return {
         "mean": float(values.mean()),
@@ -138,13 +142,21 @@ def suv_peak(
     (float, ndarray)
         SUVpeak and the LPS position (mm) of the sphere centre.
     """
-    mask = np.asarray(mask, bool)
+    return _suv_peak(suv, np.asarray(mask, bool), np.zeros(3, int), volume_ml=volume_ml)
+
+
+def _suv_peak(
+    suv: Volume, mask: np.ndarray, offset: np.ndarray, *, volume_ml: float = PEAK_SPHERE_ML
+) -> tuple[float, np.ndarray]:
+    """:func:`suv_peak` with ``mask`` given on the box of ``suv`` starting at index ``offset``."""
     if not mask.any():
         raise IsletImagingError("the mask selects no voxel of the image", tag="mask", value=0)
     kernel = sphere_kernel(tuple(float(s) for s in suv.spacing), float(volume_ml))
     half = np.array(kernel.shape) // 2
     idx = np.argwhere(mask)
     lo, hi = idx.min(0), idx.max(0) + 1
+    mask = mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+    lo, hi = lo + offset, hi + offset
     # image crop covering every sphere around the allowed centres, zero-padded at the edges
     pad_lo = lo - half
     pad_hi = hi + half
@@ -155,8 +167,7 @@ def suv_peak(
     dst = tuple(slice(s.start - a, s.stop - a) for s, a in zip(src, pad_lo, strict=True))
     crop[dst] = suv.array[src]
     means = fftconvolve(crop, kernel[::-1, ::-1, ::-1], mode="valid")
-    allowed = mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
-    means = np.where(allowed, means, -np.inf)
+    means = np.where(mask, means, -np.inf)
     best = np.unravel_index(int(np.argmax(means)), means.shape)
     centre = suv.index_to_world(np.asarray(best) + lo)
     return float(means[best]), centre

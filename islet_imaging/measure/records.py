@@ -32,12 +32,12 @@ import numpy as np
 import pandas as pd
 
 from islet_imaging.errors import IsletImagingError
-from islet_imaging.measure._grid import label_fractions
+from islet_imaging.measure._grid import label_fractions, label_fractions_box
 from islet_imaging.measure.intensity import (
     PEAK_SPHERE_ML,
+    _statistics,
+    _suv_peak,
     contrast_to_noise,
-    first_order,
-    suv_peak,
 )
 from islet_imaging.measure.pvc import fwhm_from_volume, gtm_correct, rc_correct
 from islet_imaging.measure.shape import mesh_features, object_volumes_ml
@@ -84,7 +84,12 @@ def mask_sha256(mask: Volume) -> str:
     digest = hashlib.sha256()
     geometry = {"shape": list(mask.shape), "affine": np.round(mask.affine, 4).tolist()}
     digest.update(_json(geometry).encode())
-    digest.update(np.ascontiguousarray(mask.array.astype("<i4")).tobytes())
+    array = mask.array
+    if array.dtype == np.dtype("<i4") and array.flags.c_contiguous:
+        digest.update(array)
+    else:  # slice by slice: the same bytes without a full int32 copy
+        for plane in array:
+            digest.update(np.ascontiguousarray(plane, dtype="<i4"))
     return digest.hexdigest()
 
 
@@ -101,14 +106,36 @@ def _as_labels(mask: Volume) -> Volume:
 
 
 def _masks_on(
-    image: Volume, labels: Volume, ids: list[int], fractions: dict | None = None
-) -> dict[int, np.ndarray]:
-    """Boolean masks of each label (and 0 = union) on ``image``'s grid (occupancy ≥ 0.5)."""
-    fractions = fractions or label_fractions(labels, image, ids)
+    image: Volume, labels: Volume, ids: list[int]
+) -> tuple[tuple[slice, ...], dict[int, np.ndarray]]:
+    """Boolean masks of each label (and 0 = union) on ``image``'s grid (occupancy ≥ 0.5).
+
+    The masks are given on the box ``image.array[box]`` outside which they are empty:
+    ``(box, {label: mask on the box})``.
+    """
+    box, fractions = label_fractions_box(labels, image, ids)
+    if box is None:
+        box = tuple(slice(0, 0) for _ in image.shape)
+        fractions = {lab: np.zeros((0, 0, 0), np.float32) for lab in ids}
     out = {lab: fractions[lab] >= 0.5 for lab in ids}
-    union = np.clip(sum(fractions.values()), 0, 1) if ids else np.zeros(image.shape)
+    union = np.clip(sum(fractions.values()), 0, 1) if ids else np.zeros(image.array[box].shape)
     out[0] = union >= 0.5
-    return out
+    return box, out
+
+
+def _statistics_on(image: Volume, box: tuple[slice, ...], mask: np.ndarray) -> dict[str, float]:
+    """:func:`first_order` of ``image`` in ``mask`` given on ``image.array[box]``."""
+    values = np.asarray(image.array)[box][mask].astype(np.float64)
+    if values.size == 0:
+        raise IsletImagingError("the mask selects no voxel of the image", tag="mask", value=0)
+    return _statistics(values)
+
+
+def _as_int(mask: Volume) -> Volume:
+    """A mask as int32 labels (bool True → 1), kept as is when it already is int32."""
+    if mask.array.dtype == np.int32:
+        return mask
+    return mask.with_array(mask.array.astype(np.int32))
 
 
 def _units(image: Volume, default: str) -> str:
@@ -246,17 +273,17 @@ def measure_graft(
 
 def _measure_mr(add, mr, labels, ids, names, reference) -> None:
     unit = _units(mr, "a.u.")
-    masks = _masks_on(mr, labels, ids)
+    box, masks = _masks_on(mr, labels, ids)
     ref_stats = None
     if reference is not None:
-        ref_mask = _masks_on(mr, reference.with_array(reference.array.astype(np.int32)), [1])[1]
-        ref_stats = first_order(mr, ref_mask)
+        ref_box, ref_masks = _masks_on(mr, _as_int(reference), [1])
+        ref_stats = _statistics_on(mr, ref_box, ref_masks[1])
         add("reference", "mr_mean", ref_stats["mean"], unit, "first_order", mr)
         add("reference", "mr_sd", ref_stats["sd"], unit, "first_order", mr)
     for lab in [0, *ids]:
         if not masks[lab].any():
             continue
-        stats = first_order(mr, masks[lab])
+        stats = _statistics_on(mr, box, masks[lab])
         for key in ("mean", "sd", "median", "minimum", "maximum"):
             add(names[lab], f"mr_{key}", stats[key], unit, "first_order", mr)
         if ref_stats is not None:
@@ -275,12 +302,12 @@ def _measure_mr(add, mr, labels, ids, names, reference) -> None:
 
 def _measure_pet(add, suv, labels, ids, names, reference, volumes, fwhm_mm, pvc, weight) -> None:
     unit = _units(suv, "SUV")
-    fractions = label_fractions(labels, suv, ids)
-    masks = _masks_on(suv, labels, ids, fractions)
+    box, masks = _masks_on(suv, labels, ids)
+    offset = np.array([s.start for s in box])
     total = float(sum(volumes.values()))
     ref_mean = None
     if reference is not None:
-        ref_frac = label_fractions(reference.with_array(reference.array.astype(np.int32)), suv, [1])
+        ref_frac = label_fractions(_as_int(reference), suv, [1])
         if ref_frac[1].sum() > 0:
             values = np.asarray(suv.array, np.float64)
             ref_mean = float((values * ref_frac[1]).sum() / ref_frac[1].sum())
@@ -291,11 +318,11 @@ def _measure_pet(add, suv, labels, ids, names, reference, volumes, fwhm_mm, pvc,
         mask = masks[lab]
         if not mask.any():
             continue
-        stats = first_order(suv, mask)
+        stats = _statistics_on(suv, box, mask)
         vol = total if lab == 0 else volumes[lab]
         add(names[lab], "suv_max", stats["maximum"], unit, "max_voxel", suv)
         add(names[lab], "suv_mean", stats["mean"], unit, "mean_voxel", suv)
-        peak, centre = suv_peak(suv, mask)
+        peak, centre = _suv_peak(suv, mask, offset)
         add(
             names[lab],
             "suv_peak",

@@ -18,6 +18,7 @@ from scipy.spatial.distance import pdist
 from skimage.measure import marching_cubes
 
 from islet_imaging.errors import IsletImagingError
+from islet_imaging.measure._grid import nonzero_box
 from islet_imaging.volume import Volume
 
 __all__ = ["mesh_features", "object_volumes_ml", "shape_features", "volume_ml"]
@@ -45,7 +46,10 @@ def volume_ml(mask: Volume, label: int | None = None) -> float:
 
 def object_volumes_ml(labels: Volume) -> dict[int, float]:
     """Volume (mL) of each non-zero label of a label map, ``{label: mL}``, labels ascending."""
-    counts = np.bincount(labels.array.astype(np.int64).ravel())
+    box = nonzero_box(labels.array)
+    if box is None:
+        return {}
+    counts = np.bincount(labels.array[box].astype(np.int64).ravel())
     return {
         int(lab): float(counts[lab]) * labels.voxel_volume_ml
         for lab in np.flatnonzero(counts)

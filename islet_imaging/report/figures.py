@@ -32,6 +32,7 @@ def trend_plot(
     *,
     title: str = "",
     by_object: bool = False,
+    xlabel: str = "days since implantation",
 ) -> bytes:
     """Plot metrics over time (one panel per metric) from a longitudinal table.
 
@@ -46,6 +47,8 @@ def trend_plot(
         Figure title.
     by_object
         One line per object (e.g. per deposit track) instead of the whole graft only.
+    xlabel
+        Label of the time axis (what ``days`` counts from).
 
     Returns
     -------
@@ -70,7 +73,7 @@ def trend_plot(
             )  # fmt: skip
         unit = rows["unit"].dropna().iloc[0] if rows["unit"].notna().any() else ""
         axis.set_title(metrics[metric], fontsize=10)
-        axis.set_xlabel("days since implantation")
+        axis.set_xlabel(xlabel)
         axis.set_ylabel(str(unit))
         axis.grid(alpha=0.3)
         if by_object and rows["object"].nunique() > 1:
@@ -83,7 +86,9 @@ def trend_plot(
     return _png(figure)
 
 
-def cohort_plot(table: pd.DataFrame, *, metric: str, title: str) -> bytes:
+def cohort_plot(
+    table: pd.DataFrame, *, metric: str, title: str, xlabel: str = "days since implantation"
+) -> bytes:
     """One line per patient of ``metric`` (whole graft) as % change from baseline over days."""
     figure = Figure(figsize=(6.0, 3.2), layout="constrained")
     axis = figure.subplots()
@@ -94,7 +99,7 @@ def cohort_plot(table: pd.DataFrame, *, metric: str, title: str) -> bytes:
         axis.plot(group["days"], change, marker="o", label=str(patient))
     axis.axhspan(-30, 30, color="0.9", zorder=0, label="±30 % (repeatability)")
     axis.axhline(0, color="0.5", lw=0.8)
-    axis.set_xlabel("days since implantation")
+    axis.set_xlabel(xlabel)
     axis.set_ylabel("change from baseline (%)")
     axis.set_title(title, fontsize=11)
     axis.grid(alpha=0.3)

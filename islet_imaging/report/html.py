@@ -145,12 +145,13 @@ def _identifiers(workspace: Workspace, patient_id: int) -> dict[str, str]:
     return {}
 
 
-def _thumbnail(run: dict[str, Any] | None, title: str) -> bytes | None:
+def _thumbnail(root: Path, run: dict[str, Any] | None, title: str) -> bytes | None:
     if not run:
         return None
     preview = (run.get("artifacts") or {}).get("preview")
-    if not preview or not Path(preview).is_file():
+    if not preview or not (root / preview).is_file():
         return None
+    preview = root / preview
     with np.load(preview) as data:
         pet = data["pet"] if "pet" in data.files and data["pet"].size else None
         return figures.visit_thumbnail(
@@ -260,9 +261,12 @@ def write_report(
         pt = table[table["patient"] == patient.pseudo_id]
         headers, rows = _graft_rows(pt, pv)
         stem = patient.pseudo_id
+        xlabel = "days since implantation" if patient.implantation_date else "days since V0"
         trend = save_png(
             f"{stem}_graft.png",
-            figures.trend_plot(pt, {**_VOLUME_METRICS, **_SUV_METRICS}, title="Whole graft"),
+            figures.trend_plot(
+                pt, {**_VOLUME_METRICS, **_SUV_METRICS}, title="Whole graft", xlabel=xlabel
+            ),
         )
         has_deposits = pt["object"].str.match(r"^(D\d+|deposit)").any()
         deposit_trend = None
@@ -272,7 +276,7 @@ def write_report(
                 f"{stem}_deposits.png",
                 figures.trend_plot(
                     deposit_rows, {"volume": "Deposit volume", **_SUV_METRICS},
-                    title="Per deposit", by_object=True,
+                    title="Per deposit", by_object=True, xlabel=xlabel,
                 ),
             )  # fmt: skip
         thumbs, provenance = [], []
@@ -281,7 +285,7 @@ def write_report(
             days = "" if pd.isna(visit.days) else f", day {int(visit.days)}"
             image = save_png(
                 f"{stem}_visit{visit.visit_id}.png",
-                _thumbnail(run, f"{visit.label} {visit.visit_date or ''}{days}"),
+                _thumbnail(workspace.root, run, f"{visit.label} {visit.visit_date or ''}{days}"),
             )
             thumbs.append({"label": visit.label, "src": f"../{image}" if image else None})
             provenance.append(
@@ -324,7 +328,15 @@ def write_report(
         if (table["metric"] == metric).any():
             cohort_figures.append(
                 save_png(
-                    f"cohort_{metric}.png", figures.cohort_plot(table, metric=metric, title=title)
+                    f"cohort_{metric}.png",
+                    figures.cohort_plot(
+                        table,
+                        metric=metric,
+                        title=title,
+                        xlabel="days since implantation"
+                        if patients["implantation_date"].notna().all()
+                        else "days (since implantation, or since V0 when unknown)",
+                    ),
                 )
             )
     status = workspace.status()

@@ -68,18 +68,38 @@ def remove_small_objects(mask: Volume, *, min_volume_mm3: float) -> Volume:
         raise SegmentationError("must be >= 0 mm³", tag="min_volume_mm3", value=min_volume_mm3)
     voxel_mm3 = float(np.prod(mask.spacing))
     array = mask.array
+    out = np.zeros(mask.shape, array.dtype)
+    box = _nonzero_box(array)
+    if box is None:
+        return _as_mask(mask, out)
+    # everything outside the box of the non-zero voxels is background: work inside it
+    crop = array[box]
     if array.dtype == bool:
-        labels, n = label_components(array)
+        labels, n = label_components(crop)
     else:
-        labels, n = array.astype(np.int32, copy=False), int(array.max(initial=0))
+        labels, n = crop.astype(np.int32, copy=False), int(array.max(initial=0))
     if n == 0:
-        return _as_mask(mask, np.zeros(mask.shape, array.dtype))
+        return _as_mask(mask, out)
     counts = np.bincount(labels.ravel(), minlength=n + 1)
     keep = counts * voxel_mm3 >= min_volume_mm3
     keep[0] = False
     if array.dtype == bool:
-        return _as_mask(mask, keep[labels])
-    return _as_mask(mask, np.where(keep[labels], array, 0).astype(array.dtype))
+        out[box] = keep[labels]
+    else:
+        out[box] = np.where(keep[labels], crop, 0).astype(array.dtype)
+    return _as_mask(mask, out)
+
+
+def _nonzero_box(array: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box (slices) of the non-zero voxels; None when there is none."""
+    nonzero = array if array.dtype == bool else array != 0
+    box = []
+    for axis in range(array.ndim):
+        hit = np.flatnonzero(nonzero.any(axis=tuple(a for a in range(array.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
 
 
 def fill_holes(mask: Volume) -> Volume:

@@ -27,7 +27,7 @@ PET methods (:class:`PETMethod`)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,7 @@ from islet_imaging.segment._common import (
     resample_mask_like,
 )
 from islet_imaging.segment.cleanup import (
+    _nonzero_box,
     ball_footprint,
     label_components,
     remove_small_objects,
@@ -67,6 +68,9 @@ __all__ = [
 LEVEL_PCT = 90
 #: Shell (mm from a core) where the local muscle level around an MR core is measured.
 BACKGROUND_SHELL_MM = (3.0, 8.0)
+#: First margin (mm) around seeds of the box in which connected regions are looked for; the
+#: box grows until the region fits (results do not depend on it, only the time does).
+FLOOD_MARGIN_MM = 15.0
 
 
 class MRMethod(StrEnum):
@@ -105,6 +109,19 @@ def _margin(spacing: Sequence[float], mm: float) -> list[int]:
     return [int(np.ceil(mm / s)) + 1 for s in spacing]
 
 
+def _ball_values(
+    values: np.ndarray, index: np.ndarray, spacing: Sequence[float], radius_mm: float
+) -> np.ndarray:
+    """Values of the voxels within ``radius_mm`` of voxel ``index`` (clipped at the border)."""
+    ball = ball_footprint(spacing, radius_mm)
+    half = np.array(ball.shape) // 2
+    lo = np.maximum(index - half, 0)
+    hi = np.minimum(index + half + 1, values.shape)
+    sub = values[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+    start, stop = lo - index + half, hi - index + half
+    return sub[ball[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))]]
+
+
 def _region(image: Volume, region: Volume | None) -> np.ndarray:
     if region is None:
         return np.ones(image.shape, bool)
@@ -121,6 +138,72 @@ def _grow(
     hit = np.unique(labels[marker[crop] & candidate])
     out = np.zeros(signal.shape, bool)
     out[crop] = np.isin(labels, hit[hit > 0])
+    return out
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndi.binary_fill_holes(mask)``, computed in the mask's bounding box only.
+
+    Exact: every background voxel outside the box grown by one voxel reaches the array border
+    through background, so a cavity lies inside that box and is found there.
+    """
+    box = _nonzero_box(mask)
+    if box is None:
+        return mask.copy()
+    crop = _crop(box, mask.shape, [1] * mask.ndim)
+    out = mask.copy()
+    out[crop] = ndi.binary_fill_holes(mask[crop])
+    return out
+
+
+def _flood(
+    select: Callable[[tuple[slice, ...]], np.ndarray],
+    marker: np.ndarray,
+    shape: Sequence[int],
+    margin: Sequence[int],
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The 26-connected components of a candidate set that contain a marker voxel.
+
+    ``select(crop)`` returns the boolean candidate set on the array region ``crop``;
+    ``marker`` is an ``(n, 3)`` array of voxel indices. The components are labelled in the
+    markers' bounding box grown by ``margin`` voxels, and the box is doubled until no
+    selected component touches a side of it that is not the array border, so the result is
+    exactly that of labelling the whole array. Returns ``(crop, mask on crop)``.
+    """
+    marker = np.asarray(marker, int).reshape(-1, 3)
+    lo, hi = marker.min(0), marker.max(0) + 1
+    seed_box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    margin = [max(int(m), 1) for m in margin]
+    while True:
+        crop = _crop(seed_box, shape, margin)
+        candidate = select(crop)
+        labels, _ = label_components(candidate)
+        local = marker - [s.start for s in crop]
+        hit = np.unique(labels[tuple(local.T)])
+        keep = np.zeros(int(labels.max(initial=0)) + 1, bool)
+        keep[hit[hit > 0]] = True
+        grown = keep[labels]
+        touches = any(
+            (crop[a].start > 0 and grown.take(0, axis=a).any())
+            or (crop[a].stop < shape[a] and grown.take(-1, axis=a).any())
+            for a in range(len(shape))
+        )
+        if not touches:
+            return crop, grown
+        margin = [2 * m for m in margin]
+
+
+def _keep_hit(mask: np.ndarray, marker: np.ndarray, margin: Sequence[int]) -> np.ndarray:
+    """The components of ``mask`` containing a voxel of ``marker`` (boolean array or indices)."""
+    if marker.dtype == bool:
+        marker = np.argwhere(marker & mask)
+    else:
+        marker = marker[mask[tuple(np.asarray(marker).T)]]
+    out = np.zeros(mask.shape, bool)
+    if len(marker) == 0:
+        return out
+    crop, grown = _flood(lambda c: mask[c], marker, mask.shape, margin)
+    out[crop] = grown
     return out
 
 
@@ -193,6 +276,7 @@ def segment_graft_mr(
         check_same_grid(mr, region, "region")
     allowed = region.array.astype(bool)
     seeds = None if seeds_mm is None else seeds_to_indices(mr, seeds_mm)
+    margin = _margin(mr.spacing, FLOOD_MARGIN_MM)
     params: dict[str, Any] = {
         "polarity": polarity.value,
         "min_volume_mm3": min_volume_mm3,
@@ -239,39 +323,33 @@ def segment_graft_mr(
         mean, sd = ref_stats
         mask = np.zeros(mr.shape, bool)
         lows = []
-        ball = ball_footprint(mr.spacing, 1.5)
         for seed in seeds:
             if threshold is not None:
                 low = sign * threshold
             else:
-                near = np.zeros(mr.shape, bool)
-                near[tuple(seed)] = True
-                near = ndi.binary_dilation(near, structure=ball)
-                level = float(np.median(signal[near]))
+                level = float(np.median(_ball_values(signal, seed, mr.spacing, 1.5)))
                 low = mean + (0.5 if boundary_fraction is None else boundary_fraction) * (
                     level - mean
                 )
             lows.append(sign * low)
-            marker = np.zeros(mr.shape, bool)
-            marker[tuple(seed)] = True
-            everything = tuple(slice(0, n) for n in mr.shape)
-            mask |= _grow(signal, allowed | marker, low, marker, everything)
+            if signal[tuple(seed)] < low:
+                continue
+
+            def select(crop, low=low, seed=seed):
+                inside = allowed[crop].copy()
+                inside[tuple(seed - [c.start for c in crop])] = True
+                return inside & (signal[crop] >= low)
+
+            crop, grown = _flood(select, seed, mr.shape, margin)
+            mask[crop] |= grown
         params["threshold"] = lows
     if seeds is not None and method is not MRMethod.REGION_GROWING:
-        marker = np.zeros(mr.shape, bool)
-        marker[tuple(seeds.T)] = True
-        mask = _keep_hit(mask, marker)
+        mask = _keep_hit(mask, seeds, margin)
     if _marker is not None:
-        mask = _keep_hit(mask, _marker)
-    mask = ndi.binary_fill_holes(mask)
+        mask = _keep_hit(mask, _marker, margin)
+    mask = _fill_holes(mask)
     result = mask_volume(mr, mask, method=f"mr_{method.value}", parameters=params)
     return remove_small_objects(result, min_volume_mm3=min_volume_mm3)
-
-
-def _keep_hit(mask: np.ndarray, marker: np.ndarray) -> np.ndarray:
-    labels, _ = label_components(mask)
-    hit = np.unique(labels[marker & mask])
-    return np.isin(labels, hit[hit > 0])
 
 
 def _hysteresis(
@@ -294,17 +372,24 @@ def _hysteresis(
     from the core down to that level.
     """
     core = (signal >= mean + k * sd) & allowed
-    labels, n = label_components(core)
-    if n == 0:
+    box = _nonzero_box(core)
+    if box is None:
         return core
+    # the cores are labelled in their bounding box only (same components, less work)
+    labels = np.zeros(mr.shape, np.int32)
+    labels[box], n = label_components(core[box])
     voxel_mm3 = float(np.prod(mr.spacing))
-    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    counts = np.bincount(labels[box].ravel(), minlength=n + 1)
     inner, outer = BACKGROUND_SHELL_MM
     margin = _margin(mr.spacing, outer)
     out = np.zeros(mr.shape, bool)
-    for index, slices in enumerate(ndi.find_objects(labels), start=1):
-        if slices is None or counts[index] * voxel_mm3 < min_volume_mm3 / 4:
+    for index, local_slices in enumerate(ndi.find_objects(labels[box]), start=1):
+        if local_slices is None or counts[index] * voxel_mm3 < min_volume_mm3 / 4:
             continue
+        slices = tuple(
+            slice(s.start + b.start, s.stop + b.start)
+            for s, b in zip(local_slices, box, strict=True)
+        )
         crop = _crop(slices, mr.shape, margin)
         this = labels[crop] == index
         values = signal[crop]
@@ -318,11 +403,13 @@ def _hysteresis(
             out[crop] |= this
             continue
         low = max(local + boundary_fraction * (level - local), local + 2.0 * sd)
-        marker = np.zeros(mr.shape, bool)
-        marker[crop] = this & (values >= low)
-        if not marker[crop].any():
+        marker = this & (values >= low)
+        if not marker.any():
             continue
-        out |= _grow(signal, allowed, low, marker, crop)
+        candidate = (values >= low) & allowed[crop]
+        grown, _ = label_components(candidate)
+        hit = np.unique(grown[marker & candidate])
+        out[crop] |= np.isin(grown, hit[hit > 0])
     return out
 
 
@@ -426,9 +513,7 @@ def segment_graft_pet(
         params = {"threshold": threshold, "min_volume_mm3": min_volume_mm3}
         mask = (values >= threshold) & allowed
         if seeds is not None:
-            marker = np.zeros(suv.shape, bool)
-            marker[tuple(seeds.T)] = True
-            mask = _keep_hit(mask, marker)
+            mask = _keep_hit(mask, seeds, _margin(suv.spacing, FLOOD_MARGIN_MM))
     elif method is PETMethod.REGION_GROWING:
         if seeds is None:
             raise SegmentationError(
@@ -637,7 +722,10 @@ def split_deposits(
         or ``'deposits_components'``, ``meta['parameters']``.
     """
     binary = mask.array.astype(bool)
-    labels, n = label_components(binary)
+    # components are labelled in the box of the mask only (same labels, in the same order)
+    box = _nonzero_box(binary) or tuple(slice(0, 0) for _ in mask.shape)
+    labels = np.zeros(mask.shape, np.int32)
+    labels[box], n = label_components(binary[box])
     depth = float(max(mask.spacing)) if split_depth_mm is None else float(split_depth_mm)
     if separate_touching and n:
         out = np.zeros(mask.shape, np.int32)
@@ -655,7 +743,7 @@ def split_deposits(
             next_label += max(int(parts.max()), 1)
         labels = out
     voxel_mm3 = float(np.prod(mask.spacing))
-    counts = np.bincount(labels.ravel())
+    counts = np.bincount(labels[box].ravel(), minlength=1)
     counts[0] = 0
     order = [
         lab
@@ -664,6 +752,8 @@ def split_deposits(
     ]
     lut = np.zeros(counts.size, np.int32)
     lut[order] = np.arange(1, len(order) + 1, dtype=np.int32)
+    relabelled = np.zeros(mask.shape, np.int32)
+    relabelled[box] = lut[labels[box]]
     params = {
         "min_volume_mm3": min_volume_mm3,
         "separate_touching": separate_touching,
@@ -679,4 +769,4 @@ def split_deposits(
         "graft_method": mask.meta.get("method"),
         "graft_parameters": mask.meta.get("parameters"),
     }
-    return Volume(lut[labels], mask.spacing, mask.origin, mask.direction, meta)
+    return Volume(relabelled, mask.spacing, mask.origin, mask.direction, meta)

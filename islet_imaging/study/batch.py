@@ -48,7 +48,12 @@ class BatchSummary:
     def __str__(self) -> str:
         lines = [
             f"{len(self.done)} visit(s) processed, {len(self.failed)} failed, "
-            f"{self.skipped} already done, in {self.seconds:.1f} s ({self.workers} worker(s))"
+            f"{self.skipped} already done, in {self.seconds:.1f} s "
+            + (
+                f"(scheduler {self.workers})"
+                if isinstance(self.workers, str)
+                else f"({self.workers} worker(s))"
+            )
         ]
         lines += [f"  visit {v} failed: {reason}" for v, reason in self.failed.items()]
         return "\n".join(lines)

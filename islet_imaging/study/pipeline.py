@@ -356,7 +356,7 @@ def _run_visit(job: VisitJob, start: float) -> VisitResult:
         else:
             registration.save(_new(run_dir / "pet_to_mr.tfm"))
             artifacts["pet_to_mr"] = {
-                "transform": str(run_dir / "pet_to_mr.tfm"),
+                "transform": _relative(run_dir / "pet_to_mr.tfm", job),
                 "metric": _float(registration.metric),
                 **{k: registration.info.get(k) for k in ("rotation_deg", "translation_mm")},
             }
@@ -371,7 +371,7 @@ def _run_visit(job: VisitJob, start: float) -> VisitResult:
         )
         reg.save(_new(run_dir / "to_baseline.tfm"))
         artifacts["to_baseline"] = {
-            "transform": str(run_dir / "to_baseline.tfm"),
+            "transform": _relative(run_dir / "to_baseline.tfm", job),
             "metric": _float(reg.metric),
             **{k: reg.info.get(k) for k in ("rotation_deg", "translation_mm")},
             "baseline_series_uid": baseline_mr.meta.get("series_uid"),
@@ -407,7 +407,7 @@ def _run_visit(job: VisitJob, start: float) -> VisitResult:
     table = measure_graft(labels, mr=mr, suv=suv, reference=reference)
     preview = run_dir / "preview.npz"
     _preview(mr, labels, suv_on_mr, preview)
-    artifacts["preview"] = str(preview)
+    artifacts["preview"] = _relative(preview, job)
     return VisitResult(
         visit_id=job.visit_id,
         ok=True,
@@ -418,6 +418,11 @@ def _run_visit(job: VisitJob, start: float) -> VisitResult:
         artifacts=artifacts,
         seconds=time.perf_counter() - start,
     )
+
+
+def _relative(path: Path, job: VisitJob) -> str:
+    """``path`` relative to the workspace folder (so a workspace can be moved)."""
+    return Path(path).relative_to(job.workspace).as_posix()
 
 
 def _new(path: Path) -> Path:

@@ -23,7 +23,8 @@ system-deps:
 	bash .ci/system-deps.sh
 
 demo: $(VENV)/.core-installed
-	$(CLI) run sample_data --workspace $(OUT)/workspace --report $(OUT)
+	$(CLI) run sample_data/dicom --implantation-csv sample_data/implantation.csv \
+		--workspace $(OUT)/workspace --report $(OUT)
 
 test: system-deps $(VENV)/.dev-installed
 	$(PY) -m pytest

@@ -37,6 +37,7 @@ Folder layout written by :func:`generate_study`
 
     OUT/
       phantom.json                          generator, version, seed, options, patients, visits
+      implantation.csv                      patient_id,implantation_date (for study import)
       dicom/<PatientID>/V<k>/T1/IM0001.dcm  MR T1 series (one file per slice)
       dicom/<PatientID>/V<k>/T2/IM0001.dcm  MR T2 series (same grid as T1)
       dicom/<PatientID>/V<k>/PET/IM0001.dcm PET series (own grid, same frame of reference)
@@ -110,6 +111,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import time
@@ -446,6 +448,7 @@ def generate_study(
         )
     out_dir = Path(out_dir)
     index = []
+    implantation: dict[str, dt.date] = {}
     resolved: dict[str, Any] = {}
     for p in range(1, patients + 1):
         for v in range(visits):
@@ -454,6 +457,9 @@ def generate_study(
             truth_path = write_visit(
                 visit, out_dir, transfer_syntax=transfer_syntax, overwrite=overwrite
             )
+            implantation[visit.patient_id] = dt.date.fromisoformat(
+                visit.truth["visit"]["date"]
+            ) - dt.timedelta(days=visit.truth["visit"]["days_after_implantation"])
             resolved = {
                 "size": visit.truth["generator"]["size"],
                 **visit.truth["generator"]["options"],
@@ -486,4 +492,13 @@ def generate_study(
     write_text_atomic(
         out_dir / "phantom.json", json.dumps(manifest, indent=1) + "\n", overwrite=overwrite
     )
+    write_text_atomic(
+        out_dir / "implantation.csv", _implantation_csv(implantation), overwrite=overwrite
+    )
     return out_dir
+
+
+def _implantation_csv(dates: dict[str, dt.date]) -> str:
+    """``patient_id,implantation_date`` lines, the input of ``study import --implantation-csv``."""
+    rows = [f"{patient},{date.isoformat()}" for patient, date in sorted(dates.items())]
+    return "\n".join(["patient_id,implantation_date", *rows]) + "\n"

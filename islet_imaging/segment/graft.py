@@ -303,7 +303,9 @@ def segment_graft_mr(
         high = mean + k * sd
         params["k"] = k
         params["threshold"] = sign * high
-        mask = _hysteresis(mr, signal, allowed, k, mean, sd, boundary_fraction, min_volume_mm3)
+        mask = _hysteresis(
+            mr, signal, allowed, k, mean, sd, boundary_fraction, min_volume_mm3, seeds=seeds
+        )
     elif method is MRMethod.OTSU:
         t = float(threshold_otsu(signal[allowed]))
         params["threshold"] = sign * t
@@ -361,6 +363,7 @@ def _hysteresis(
     sd: float,
     boundary_fraction: float | None,
     min_volume_mm3: float,
+    seeds: np.ndarray | None = None,
 ) -> np.ndarray:
     """Cores above mean + k·SD, kept when they stand out from their own surroundings.
 
@@ -383,6 +386,7 @@ def _hysteresis(
     inner, outer = BACKGROUND_SHELL_MM
     margin = _margin(mr.spacing, outer)
     out = np.zeros(mr.shape, bool)
+    crops = {}
     for index, local_slices in enumerate(ndi.find_objects(labels[box]), start=1):
         if local_slices is None or counts[index] * voxel_mm3 < min_volume_mm3 / 4:
             continue
@@ -390,7 +394,11 @@ def _hysteresis(
             slice(s.start + b.start, s.stop + b.start)
             for s, b in zip(local_slices, box, strict=True)
         )
-        crop = _crop(slices, mr.shape, margin)
+        crops[index] = _crop(slices, mr.shape, margin)
+
+    def grow(index: int) -> None:
+        """Add the region grown from core ``index`` (it lies within ``crops[index]``)."""
+        crop = crops[index]
         this = labels[crop] == index
         values = signal[crop]
         level = float(np.percentile(values[this], LEVEL_PCT))
@@ -398,19 +406,43 @@ def _hysteresis(
         shell = (distance > inner) & (distance <= outer) & allowed[crop] & ~core[crop]
         local = float(np.median(values[shell])) if shell.sum() >= 10 else mean
         if level - local < k * sd:
-            continue
+            return
         if boundary_fraction is None:
             out[crop] |= this
-            continue
+            return
         low = max(local + boundary_fraction * (level - local), local + 2.0 * sd)
         marker = this & (values >= low)
         if not marker.any():
-            continue
+            return
         candidate = (values >= low) & allowed[crop]
         grown, _ = label_components(candidate)
         hit = np.unique(grown[marker & candidate])
         out[crop] |= np.isin(grown, hit[hit > 0])
-    return out
+
+    if seeds is None:
+        for index in crops:
+            grow(index)
+        return out
+    # Only the objects connected to a seed are kept afterwards: grow the cores whose region
+    # (within their crop) can touch the seeds' object found so far, until no other can.
+    # The seeds' object is then the same as with every core grown.
+    lo, hi = seeds.min(0), seeds.max(0) + 1
+    todo = dict(crops)
+    while True:
+        near = [
+            index
+            for index, crop in todo.items()
+            if all(c.start <= b and c.stop >= a for c, a, b in zip(crop, lo, hi, strict=True))
+        ]
+        if not near:
+            return out
+        for index in near:
+            grow(index)
+            del todo[index]
+        kept = _nonzero_box(_keep_hit(out, seeds, margin))
+        if kept is not None:
+            lo = np.minimum(seeds.min(0), [s.start for s in kept])
+            hi = np.maximum(seeds.max(0) + 1, [s.stop for s in kept])
 
 
 # ---------------------------------------------------------------------------------------- PET

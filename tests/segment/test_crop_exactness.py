@@ -97,6 +97,27 @@ def test_hysteresis_with_seeds_matches_all_cores_grown(seed, k):
             assert np.array_equal(components_hit(pruned, seeds), components_hit(everything, seeds))
 
 
+def test_hysteresis_with_seeds_follows_a_chain_of_cores():
+    """Cores strung along a ridge: each grown region reaches the next core's neighbourhood
+    only, so the seeds' object is complete only after several rounds of growing."""
+    shape = (8, 24, 110)
+    k, j, i = np.indices(shape)
+    image = 100.0 + 2.0 * np.sin(i * 0.7) * np.cos(j * 0.9)  # muscle texture
+    ridge = np.exp(-(((j - 12) * 0.8) ** 2 + ((k - 4) * 3.0) ** 2) / (2 * 1.5**2))
+    image += 50 * ridge * (i > 8) * (i < 100)
+    for centre in (12, 34, 56, 78, 96):
+        r2 = ((k - 4) * 3.0) ** 2 + ((j - 12) * 0.8) ** 2 + ((i - centre) * 0.8) ** 2
+        image += 80 * np.exp(-r2 / (2 * 2.0**2))
+    mr = Volume(image.astype(np.float32), spacing=SPACING)
+    allowed = np.ones(shape, bool)
+    seeds = np.array([[4, 12, 12]])
+    args = (mr, mr.array, allowed, 4.0, 100.0, 6.0, 0.5, 5.0)
+    everything = components_hit(graft._hysteresis(*args), seeds)
+    assert everything[4, 12, 96]  # the object runs along the whole chain
+    pruned = components_hit(graft._hysteresis(*args, seeds=seeds), seeds)
+    assert np.array_equal(pruned, everything)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_region_growing_matches_full_volume_flood(seed):
     mr, region, centres = image_with_grafts(seed)

@@ -15,6 +15,17 @@ def _suffixes(path: Path) -> str:
     return "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
 
 
+def refuse_existing(
+    path: str | os.PathLike, *, hint: str = "choose another name or pass overwrite=True"
+) -> None:
+    """Raise :class:`IsletImagingError` if ``path`` exists (results are never silently replaced).
+
+    ``hint`` names the way to allow it (e.g. ``"... or pass --overwrite"`` in a command).
+    """
+    if Path(path).exists():
+        raise IsletImagingError("refusing to overwrite an existing file", path=path, hint=hint)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds.
@@ -36,12 +47,8 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
         If ``path`` exists and ``overwrite`` is False.
     """
     final = Path(path)
-    if final.exists() and not overwrite:
-        raise IsletImagingError(
-            "refusing to overwrite an existing file",
-            path=final,
-            hint="choose another name or pass overwrite=True",
-        )
+    if not overwrite:
+        refuse_existing(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{final.name}.", suffix=f".tmp{_suffixes(final)}", dir=final.parent

@@ -35,17 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _split_suffix(path: Path) -> tuple[str, str]:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)], name[-len(suffix) :]
-    return path.stem, path.suffix
-
-
 def output_names(out: Path, series_numbers: list[object]) -> list[Path]:
     """File names for several volumes: ``<stem>_s<series number>_<n><suffix>``."""
-    stem, suffix = _split_suffix(out)
+    from islet_imaging.io.files import split_suffix
+
+    stem, suffix = split_suffix(out)
+    if not suffix:
+        stem, suffix = out.stem, out.suffix
     counts: dict[str, int] = {}
     names = []
     for number in series_numbers:
@@ -57,6 +53,7 @@ def output_names(out: Path, series_numbers: list[object]) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the series and write one file per volume; print what was written."""
+    from islet_imaging._atomic import refuse_existing
     from islet_imaging.io.dicom import load_volumes
     from islet_imaging.io.files import write_volume
 
@@ -66,16 +63,9 @@ def run(args: argparse.Namespace) -> int:
         targets = [out]
     else:
         targets = output_names(out, [v.meta.get("series_number") for v in volumes])
-    from islet_imaging.errors import IsletImagingError
-
     if not args.overwrite:
-        existing = [t for t in targets if t.exists()]
-        if existing:
-            raise IsletImagingError(
-                "refusing to overwrite an existing file",
-                path=existing[0],
-                hint="choose another name or pass --overwrite",
-            )
+        for target in targets:
+            refuse_existing(target, hint="choose another name or pass --overwrite")
     for volume, target in zip(volumes, targets, strict=True):
         write_volume(volume, target, overwrite=args.overwrite)
         spacing = " x ".join(f"{s:g}" for s in volume.spacing)

@@ -23,13 +23,10 @@ PET_METHODS = ("percent_max", "background_corrected", "absolute", "region_growin
 
 def sidecar_path(mask_path: str | Path) -> Path:
     """The JSON provenance file written next to a mask (``x.nii.gz`` -> ``x.json``)."""
+    from islet_imaging.io.files import split_suffix
+
     path = Path(mask_path)
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return path.with_name(name + ".json")
+    return path.with_name(split_suffix(path)[0] + ".json")
 
 
 def select_series(
@@ -152,7 +149,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Segment, write the mask and its sidecar, print a one-line summary."""
-    from islet_imaging._atomic import write_text_atomic
+    from islet_imaging._atomic import refuse_existing, write_text_atomic
     from islet_imaging.io.files import write_volume
     from islet_imaging.measure.shape import object_volumes_ml
     from islet_imaging.segment import (
@@ -164,12 +161,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise IsletImagingError(
-            "refusing to overwrite an existing file",
-            path=out,
-            hint="choose another name or pass --overwrite",
-        )
+    if not args.overwrite:
+        refuse_existing(out, hint="choose another name or pass --overwrite")
     seeds = _points(args.seed)
     polarity = "dark" if args.dark else "bright"
     sources: dict[str, Any] = {}

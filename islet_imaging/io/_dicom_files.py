@@ -1,5 +1,8 @@
 """Reading DICOM files (plain files or members of a .zip) into :class:`DicomFile` records.
 
+Whole DICOM objects (a SEG, an SR, one de-identified instance...) are read with
+:func:`read_object` and written atomically with :func:`write_object`.
+
 Zip members are read in memory, never extracted: their path is written as the archive path
 followed by the member name (``study.zip/DICOM/IM0001``), like :class:`zipfile.Path`, and
 :func:`read_bytes` resolves such paths back to the archive. A :class:`DicomFile` holds the
@@ -15,13 +18,15 @@ import threading
 import zipfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from islet_imaging._atomic import atomic_path
+from islet_imaging.errors import DicomSeriesError
 from islet_imaging.io._dicom_parse import PIXEL_DATA, TAGS, Header, UnsupportedHeader, parse_header
 
 __all__ = [
@@ -32,7 +37,10 @@ __all__ = [
     "is_safe_member",
     "read_bytes",
     "read_dicom_file",
+    "read_object",
+    "text_value",
     "thread_pool",
+    "write_object",
 ]
 
 _ENHANCED = "SharedFunctionalGroupsSequence"
@@ -125,6 +133,76 @@ def read_bytes(path: str, limit: int | None = None) -> bytes:
         return reader.read(path, limit)
     finally:
         reader.close()
+
+
+def read_object(
+    source: str | os.PathLike | Dataset,
+    *,
+    sop_class: str,
+    label: str,
+    description: str,
+    hint: str | None = None,
+) -> Dataset:
+    """One whole DICOM object (a file or a dataset in memory) that must be of ``sop_class``.
+
+    Parameters
+    ----------
+    source
+        Path of the file, or a dataset already read.
+    sop_class
+        The SOPClassUID the object must have.
+    label
+        Short name of the object in the read error (``"DICOM SEG"``).
+    description
+        What the object is, in the wrong-class error (``"a DICOM Segmentation object"``).
+    hint
+        Fix given with the wrong-class error (default ``"expected <sop_class>"``).
+
+    Raises
+    ------
+    DicomSeriesError
+        If the file cannot be read or the object is of another SOP class.
+    """
+    in_memory = isinstance(source, Dataset)
+    try:
+        ds = source if in_memory else pydicom.dcmread(source)
+    except (OSError, InvalidDicomError) as exc:
+        raise DicomSeriesError(f"cannot read {label}: {exc}", path=source) from exc
+    if getattr(ds, "SOPClassUID", None) != sop_class:
+        raise DicomSeriesError(
+            f"not {description}",
+            path=(getattr(ds, "filename", None) or None) if in_memory else source,
+            tag="SOPClassUID",
+            value=str(getattr(ds, "SOPClassUID", None)),
+            hint=hint or f"expected {sop_class}",
+        )
+    return ds
+
+
+def write_object(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``ds`` as a DICOM file (with preamble and file meta) atomically.
+
+    Raises
+    ------
+    IsletImagingError
+        If ``path`` exists and ``overwrite`` is False.
+    """
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+    return Path(path)
+
+
+def text_value(value: Any) -> str | None:
+    r"""A header value as text: multiple values joined by ``\`` as in DICOM, None kept.
+
+    >>> text_value(("ORIGINAL", "PRIMARY")), text_value(None)
+    ('ORIGINAL\\PRIMARY', None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return "\\".join(str(v) for v in value)
+    return str(value)
 
 
 def _python_value(value: Any) -> Any:

@@ -56,8 +56,9 @@ from pydicom.tag import Tag
 from pydicom.uid import UID_dictionary
 
 from islet_imaging import __version__
-from islet_imaging._atomic import atomic_path
 from islet_imaging.errors import IsletImagingError
+from islet_imaging.io._dicom_datetime import parse_da
+from islet_imaging.io._dicom_files import write_object
 
 __all__ = [
     "PROFILE",
@@ -545,7 +546,7 @@ def _shift_da(value: str, days: int) -> str:
     text = value.strip()
     if len(text) < 8 or not text[:8].isdigit():
         return ""
-    shifted = dt.datetime.strptime(text[:8], "%Y%m%d").date() + dt.timedelta(days=days)
+    shifted = parse_da(text[:8]) + dt.timedelta(days=days)
     return shifted.strftime("%Y%m%d")
 
 
@@ -670,8 +671,7 @@ def export_deidentified(
             / str(clean.get("SeriesInstanceUID", "noseries"))
             / f"{clean.SOPInstanceUID}.dcm"
         )
-        with atomic_path(target) as tmp:
-            clean.save_as(tmp, enforce_file_format=True)
+        write_object(clean, target)
         report.written.append(target)
     report.patients = len(patients)
     return report

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from islet_imaging.errors import DicomSeriesError, IsletImagingError
-from islet_imaging.io._dicom_files import DicomFile, LazyHeaders, thread_pool
+from islet_imaging.io._dicom_files import DicomFile, LazyHeaders, text_value, thread_pool
 from islet_imaging.io._dicom_frames import Frame, file_frames, split_frames
 from islet_imaging.io._dicom_geometry import GeometryMode, Stack, plan_stack, resample_stack
 from islet_imaging.io._dicom_pixels import PixelReader
@@ -277,12 +277,6 @@ def _read_stack(stack: Stack, pixels: PixelReader) -> np.ndarray:
     return out
 
 
-def _meta_text(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return "\\".join(str(v) for v in value)
-    return value
-
-
 def _build_volume(
     stack: Stack, keys: dict[str, Any], pixels: PixelReader, problems: list[FileProblem]
 ) -> Volume:
@@ -327,7 +321,7 @@ def _build_volume(
         "skipped_files": tuple((p.path, p.reason) for p in problems),
     }
     meta = {
-        k: (_meta_text(v) if k in ("series_description", "study_date") else v)
+        k: (text_value(v) if k in ("series_description", "study_date") else v)
         for k, v in meta.items()
     }
     if isinstance(meta["series_number"], tuple):

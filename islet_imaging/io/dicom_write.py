@@ -44,8 +44,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from islet_imaging._atomic import atomic_path
 from islet_imaging.errors import IsletImagingError
+from islet_imaging.io._dicom_files import write_object
 from islet_imaging.volume import Volume
 
 __all__ = [
@@ -509,7 +509,6 @@ def write_series(
     out_dir.mkdir(parents=True, exist_ok=True)
     for k, ds in enumerate(datasets):
         path = out_dir / filename.format(slice=k + 1, instance=ds.get("InstanceNumber", ""))
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+        write_object(ds, path, overwrite=overwrite)
         paths.append(path)
     return paths

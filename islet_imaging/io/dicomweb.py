@@ -28,8 +28,8 @@ from typing import Any
 
 import pydicom
 
-from islet_imaging._atomic import atomic_path
 from islet_imaging.errors import PacsError
+from islet_imaging.io._dicom_files import write_object
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -313,8 +313,7 @@ def pull_series(
     for ds in datasets:
         target = folder / f"{ds.SOPInstanceUID}.dcm"
         if not target.exists():
-            with atomic_path(target) as tmp:
-                ds.save_as(tmp, enforce_file_format=True)
+            write_object(ds, target)
         paths.append(target)
     return sorted(paths)
 

@@ -29,6 +29,7 @@ from islet_imaging.io._dicom_files import (
     ZipReader,
     is_safe_member,
     read_dicom_file,
+    text_value,
     thread_pool,
 )
 from islet_imaging.io._dicom_frames import orientation_label
@@ -354,14 +355,6 @@ def _series_number(value: Any) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, tuple):
-        return "\\".join(str(v) for v in value)
-    return str(value)
-
-
 def build_index(root: str, dicoms: Iterable[DicomFile], problems: list[FileProblem]) -> DicomIndex:
     """Group read headers into patients → studies → series."""
     by_series: dict[str, list[DicomFile]] = defaultdict(list)
@@ -385,7 +378,10 @@ def build_index(root: str, dicoms: Iterable[DicomFile], problems: list[FileProbl
         key = (entry.patient_id, entry.study_uid)
         studies[key].append(entry)
         first = by_series[entry.series_uid][0]
-        study_info[key] = (_text(first.get("StudyDate")), _text(first.get("StudyDescription")))
+        study_info[key] = (
+            text_value(first.get("StudyDate")),
+            text_value(first.get("StudyDescription")),
+        )
     patients: dict[str | None, list[StudyEntry]] = defaultdict(list)
     for (patient, study_uid), members in studies.items():
         members.sort(key=lambda s: (s.series_number is None, s.series_number or 0, s.series_uid))
@@ -412,7 +408,7 @@ def _series_entry(uid: str, members: list[DicomFile]) -> SeriesEntry:
                 max(abs(a - b) for a, b in zip(iop, o, strict=True)) < 1e-3 for o in orientations
             ):
                 orientations.append(iop)
-        itype = _text(dicom.get("ImageType"))
+        itype = text_value(dicom.get("ImageType"))
         if itype and itype not in image_types:
             image_types.append(itype)
     labels = {orientation_label(o) for o in orientations}
@@ -425,18 +421,18 @@ def _series_entry(uid: str, members: list[DicomFile]) -> SeriesEntry:
     sops = tuple(sorted({str(d.get("SOPClassUID")) for d in members if d.get("SOPClassUID")}))
     return SeriesEntry(
         series_uid=uid,
-        study_uid=_text(first.get("StudyInstanceUID")),
-        patient_id=_text(first.get("PatientID")),
-        modality=_text(first.get("Modality")),
-        description=_text(first.get("SeriesDescription")),
+        study_uid=text_value(first.get("StudyInstanceUID")),
+        patient_id=text_value(first.get("PatientID")),
+        modality=text_value(first.get("Modality")),
+        description=text_value(first.get("SeriesDescription")),
         series_number=_series_number(first.get("SeriesNumber")),
-        date=_text(first.get("SeriesDate") or first.get("StudyDate")),
-        time=_text(first.get("SeriesTime")),
+        date=text_value(first.get("SeriesDate") or first.get("StudyDate")),
+        time=text_value(first.get("SeriesTime")),
         n_instances=len(members),
         n_frames=frames,
         orientation=orientation,
         image_types=tuple(image_types),
-        frame_of_reference_uid=_text(first.get("FrameOfReferenceUID")),
+        frame_of_reference_uid=text_value(first.get("FrameOfReferenceUID")),
         sop_class_uids=sops,
         files=tuple(d.path for d in members),
     )

@@ -20,10 +20,28 @@ from islet_imaging.errors import IsletImagingError
 from islet_imaging.io._sitk import from_sitk, to_sitk
 from islet_imaging.volume import Volume
 
-__all__ = ["SUPPORTED_SUFFIXES", "read_mask", "read_volume", "write_volume"]
+__all__ = ["SUPPORTED_SUFFIXES", "read_mask", "read_volume", "split_suffix", "write_volume"]
 
 SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
 _META_KEY = "islet_imaging_meta"
+
+
+def split_suffix(path: str | os.PathLike) -> tuple[str, str]:
+    """File name of ``path`` split into stem and image suffix (one of ``SUPPORTED_SUFFIXES``).
+
+    The suffix keeps its case; it is ``""`` (and the stem is the whole name) when the file is
+    not of a supported type.
+
+    >>> split_suffix("out/graft_mask.NII.GZ")
+    ('graft_mask', '.NII.GZ')
+    >>> split_suffix("notes.txt")
+    ('notes.txt', '')
+    """
+    name = Path(path).name
+    for suffix in SUPPORTED_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)], name[-len(suffix) :]
+    return name, ""
 
 
 def _check_suffix(path: Path) -> None:

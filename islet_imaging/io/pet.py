@@ -69,6 +69,7 @@ from typing import Any
 import numpy as np
 
 from islet_imaging.errors import IsletImagingError, MissingTagError
+from islet_imaging.io._dicom_datetime import parse_da_tm, parse_dt, parse_tm
 from islet_imaging.volume import Volume
 
 __all__ = [
@@ -195,38 +196,11 @@ def _value(ds: Any, keyword: str) -> Any:
     return value
 
 
-def _parse_da(text: str) -> dt.date:
-    text = str(text).strip().replace(".", "")
-    return dt.date(int(text[0:4]), int(text[4:6]), int(text[6:8]))
-
-
-def _parse_tm(text: str) -> dt.time:
-    text = str(text).strip().replace(":", "")
-    main, _, frac = text.partition(".")
-    hour = int(main[0:2])
-    minute = int(main[2:4]) if len(main) >= 4 else 0
-    second = int(main[4:6]) if len(main) >= 6 else 0
-    micro = int((frac + "000000")[:6]) if frac else 0
-    if second == 60:  # leap second allowed by DICOM TM
-        second = 59
-    return dt.time(hour, minute, second, micro)
-
-
-def _parse_dt(text: str) -> dt.datetime:
-    text = str(text).strip()
-    for sign in "+-":  # drop a UTC offset suffix: times of a series share one local clock
-        if sign in text[8:]:
-            text = text[: 8 + text[8:].index(sign)]
-    date = _parse_da(text[:8])
-    time = _parse_tm(text[8:]) if len(text) > 8 else dt.time()
-    return dt.datetime.combine(date, time)
-
-
 def _datetime(ds: Any, date_kw: str, time_kw: str) -> dt.datetime | None:
     date, time = _value(ds, date_kw), _value(ds, time_kw)
     if date is None or time is None:
         return None
-    return dt.datetime.combine(_parse_da(date), _parse_tm(time))
+    return parse_da_tm(date, time)
 
 
 def _private(ds: Any, group: int, creator: str, element: int) -> tuple[Any, str] | None:
@@ -334,7 +308,7 @@ def _as_datetime(value: Any) -> dt.datetime:
     try:
         return dt.datetime.fromisoformat(text).replace(tzinfo=None)
     except ValueError:
-        return _parse_dt(text)
+        return parse_dt(text)
 
 
 def _check_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -707,9 +681,9 @@ def _acquisition_time(series: _Series, s: _Slice) -> dt.datetime:
     ds = series.headers[s.index]
     content = _frame_item(ds, s.frame, "FrameContentSequence")
     if content is not None and _value(content, "FrameAcquisitionDateTime") is not None:
-        return _parse_dt(content.FrameAcquisitionDateTime)
+        return parse_dt(content.FrameAcquisitionDateTime)
     if _value(ds, "AcquisitionDateTime") is not None:
-        return _parse_dt(ds.AcquisitionDateTime)
+        return parse_dt(ds.AcquisitionDateTime)
     time = _value(ds, "AcquisitionTime")
     if time is None:
         raise MissingTagError(
@@ -725,7 +699,7 @@ def _acquisition_time(series: _Series, s: _Slice) -> dt.datetime:
             path=series.path(s.index),
             tag="AcquisitionDate (0008,0022)",
         )
-    return dt.datetime.combine(_parse_da(date), _parse_tm(time))
+    return parse_da_tm(date, time)
 
 
 def _scan_reference(series: _Series, prov: dict) -> dt.datetime:
@@ -734,17 +708,17 @@ def _scan_reference(series: _Series, prov: dict) -> dt.datetime:
     explicit = _value(first, "DecayCorrectionDateTime")
     if explicit is not None:
         prov["rules"]["scan_time"] = "DecayCorrectionDateTime (0018,9701)"
-        return _parse_dt(explicit)
+        return parse_dt(explicit)
     series.common("SeriesDate", "(0008,0021)")
     series.common("SeriesTime", "(0008,0031)")
     series_time = _datetime(first, "SeriesDate", "SeriesTime")
     acquisitions = []
     for i, ds in enumerate(series.headers):
         if _value(ds, "AcquisitionDateTime") is not None:
-            acquisitions.append(_parse_dt(ds.AcquisitionDateTime))
+            acquisitions.append(parse_dt(ds.AcquisitionDateTime))
         elif _value(ds, "AcquisitionTime") is not None:
             date = _value(ds, "AcquisitionDate") or ds.SeriesDate
-            acquisitions.append(dt.datetime.combine(_parse_da(date), _parse_tm(ds.AcquisitionTime)))
+            acquisitions.append(parse_da_tm(date, ds.AcquisitionTime))
         elif i == 0:
             break
     earliest = min(acquisitions) if acquisitions else None
@@ -758,7 +732,7 @@ def _scan_reference(series: _Series, prov: dict) -> dt.datetime:
         prov["rules"]["scan_time"] = (
             f"GE private scan datetime {ge[1]} (SeriesTime after AcquisitionTime)"
         )
-        return _parse_dt(ge[0])
+        return parse_dt(ge[0])
     prov["rules"]["scan_time"] = (
         "earliest AcquisitionDate/AcquisitionTime (0008,0022)/(0008,0032) "
         "(SeriesTime after AcquisitionTime)"
@@ -786,9 +760,9 @@ def _injection_time(series: _Series, ov: dict, scan_time: dt.datetime, prov: dic
         getter=lambda ds: _value(_radiopharm(ds), "RadiopharmaceuticalStartTime"),
     )
     if start_dt is not None:
-        injection = _parse_dt(start_dt)
+        injection = parse_dt(start_dt)
         if start_tm is not None:
-            other = dt.datetime.combine(injection.date(), _parse_tm(start_tm))
+            other = dt.datetime.combine(injection.date(), parse_tm(start_tm))
             if abs((other - injection).total_seconds()) > 1.0:
                 raise MissingTagError(
                     "RadiopharmaceuticalStartTime (0018,1072) contradicts "
@@ -801,7 +775,7 @@ def _injection_time(series: _Series, ov: dict, scan_time: dt.datetime, prov: dic
         prov["rules"]["injection"] = "RadiopharmaceuticalStartDateTime (0018,1078)"
         return injection
     date = series.common("SeriesDate", "(0008,0021)")
-    injection = dt.datetime.combine(_parse_da(date), _parse_tm(start_tm))
+    injection = parse_da_tm(date, start_tm)
     rule = "RadiopharmaceuticalStartTime (0018,1072) on SeriesDate (0008,0021)"
     if injection > scan_time:
         injection -= dt.timedelta(days=1)

@@ -17,6 +17,7 @@ import pydicom
 from skimage.draw import polygon as draw_polygon
 
 from islet_imaging.errors import DicomSeriesError, GeometryError
+from islet_imaging.io._dicom_files import read_object
 from islet_imaging.volume import Volume
 
 __all__ = ["read_rtstruct", "rtstruct_roi_names"]
@@ -26,22 +27,9 @@ _PLANE_TOL = 0.25  # fraction of the slice spacing
 
 
 def _read(rtstruct: str | os.PathLike | pydicom.Dataset) -> pydicom.Dataset:
-    if isinstance(rtstruct, pydicom.Dataset):
-        ds = rtstruct
-    else:
-        try:
-            ds = pydicom.dcmread(rtstruct)
-        except (OSError, pydicom.errors.InvalidDicomError) as exc:
-            raise DicomSeriesError(f"cannot read RTSTRUCT: {exc}", path=rtstruct) from exc
-    if getattr(ds, "SOPClassUID", None) != RTSTRUCT_SOP_CLASS:
-        raise DicomSeriesError(
-            "not an RT Structure Set",
-            path=getattr(ds, "filename", None) or None,
-            tag="SOPClassUID",
-            value=str(getattr(ds, "SOPClassUID", None)),
-            hint=f"expected {RTSTRUCT_SOP_CLASS}",
-        )
-    return ds
+    return read_object(
+        rtstruct, sop_class=RTSTRUCT_SOP_CLASS, label="RTSTRUCT", description="an RT Structure Set"
+    )
 
 
 def rtstruct_roi_names(rtstruct: str | os.PathLike | pydicom.Dataset) -> dict[int, str]:

@@ -36,8 +36,8 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from islet_imaging import __version__
-from islet_imaging._atomic import atomic_path
 from islet_imaging.errors import DicomSeriesError, GeometryError, IsletImagingError
+from islet_imaging.io._dicom_files import read_object, write_object
 from islet_imaging.volume import Volume
 
 __all__ = [
@@ -424,27 +424,20 @@ def write_seg(
     ``options`` are those of :func:`build_seg`. Returns the written path.
     """
     seg = build_seg(mask, image, **options)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        seg.save_as(tmp, enforce_file_format=True)
-    return Path(path)
+    return write_object(seg, path, overwrite=overwrite)
 
 
 # --------------------------------------------------------------------------- reading
 def _as_seg(seg: str | os.PathLike | pydicom.Dataset) -> hd.seg.Segmentation:
     if isinstance(seg, hd.seg.Segmentation):
         return seg
-    try:
-        ds = seg if isinstance(seg, pydicom.Dataset) else pydicom.dcmread(seg)
-    except (OSError, pydicom.errors.InvalidDicomError) as exc:
-        raise DicomSeriesError(f"cannot read DICOM SEG: {exc}", path=seg) from exc
-    if getattr(ds, "SOPClassUID", None) != SEG_SOP_CLASS:
-        raise DicomSeriesError(
-            "not a DICOM Segmentation object",
-            path=None if isinstance(seg, pydicom.Dataset) else seg,
-            tag="SOPClassUID",
-            value=str(getattr(ds, "SOPClassUID", None)),
-            hint=f"expected {SEG_SOP_CLASS} (Segmentation Storage)",
-        )
+    ds = read_object(
+        seg,
+        sop_class=SEG_SOP_CLASS,
+        label="DICOM SEG",
+        description="a DICOM Segmentation object",
+        hint=f"expected {SEG_SOP_CLASS} (Segmentation Storage)",
+    )
     return hd.seg.Segmentation.from_dataset(ds, copy=False)
 
 
@@ -657,8 +650,8 @@ def write_seg_labels(
             )
         from islet_imaging.io.dicom import load_volumes
 
-        candidates = [v for v in load_volumes(list(files)) if v.same_grid(labels)]
-        image = candidates[0] if candidates else load_volumes(list(files))[0]
+        volumes = load_volumes(list(files))
+        image = next((v for v in volumes if v.same_grid(labels)), volumes[0])
     array = np.asarray(labels.array)
     if array.dtype != bool:
         array = array.astype(np.uint16)

@@ -33,8 +33,8 @@ import pydicom
 from pydicom.sr.coding import Code
 
 from islet_imaging import __version__
-from islet_imaging._atomic import atomic_path
-from islet_imaging.errors import DicomSeriesError, IsletImagingError
+from islet_imaging.errors import IsletImagingError
+from islet_imaging.io._dicom_files import read_object, write_object
 from islet_imaging.io.seg import (
     _as_seg,
     _source_name_warnings_ignored,
@@ -296,9 +296,7 @@ def write_sr(
 ) -> Path:
     """Write the SR of :func:`build_sr` to ``path`` atomically (never overwriting by default)."""
     sr = build_sr(measurements, seg, images, **options)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        sr.save_as(tmp, enforce_file_format=True)
-    return Path(path)
+    return write_object(sr, path, overwrite=overwrite)
 
 
 def _metric_of(item: Any) -> str | None:
@@ -325,19 +323,9 @@ def read_sr(sr: str | os.PathLike | pydicom.Dataset) -> pd.DataFrame:
         ``metric`` (volume, suv_max, suv_mean, suv_peak), ``value``, ``unit`` (UCUM code),
         ``quantity`` (concept meaning, e.g. "Volume", "SUVbw"), ``time_point``.
     """
-    path = None if isinstance(sr, pydicom.Dataset) else sr
-    try:
-        ds = sr if isinstance(sr, pydicom.Dataset) else pydicom.dcmread(sr)
-    except (OSError, pydicom.errors.InvalidDicomError) as exc:
-        raise DicomSeriesError(f"cannot read DICOM SR: {exc}", path=path) from exc
-    if getattr(ds, "SOPClassUID", None) != COMPREHENSIVE_3D_SR:
-        raise DicomSeriesError(
-            "not a Comprehensive 3D SR",
-            path=path,
-            tag="SOPClassUID",
-            value=str(getattr(ds, "SOPClassUID", None)),
-            hint=f"expected {COMPREHENSIVE_3D_SR}",
-        )
+    ds = read_object(
+        sr, sop_class=COMPREHENSIVE_3D_SR, label="DICOM SR", description="a Comprehensive 3D SR"
+    )
     report = hd.sr.Comprehensive3DSR.from_dataset(ds, copy=False)
     rows = []
     for group in report.content.get_volumetric_roi_measurement_groups():

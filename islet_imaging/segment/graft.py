@@ -372,7 +372,9 @@ def _hysteresis(
     whose level (90th percentile) is less than k·SD above ``b`` is a bias-field or
     muscle-signal variation and is dropped; otherwise its edge is placed at
     ``b + boundary_fraction·(level − b)`` (at least 2 SD above ``b``) and the region is grown
-    from the core down to that level.
+    from the core down to that level. With ``seeds`` (voxel indices, ``(n, 3)``) only the cores
+    that can reach the seeds' object are grown: the objects containing a seed are then
+    exactly those obtained with every core grown, the other objects may be missing.
     """
     core = (signal >= mean + k * sd) & allowed
     box = _nonzero_box(core)

@@ -35,10 +35,12 @@ from islet_imaging.study.workspace import MaskOrigin, Role, Workspace
 from islet_imaging.volume import Volume
 
 __all__ = [
+    "MR_ROLES",
     "PipelineOptions",
     "VisitJob",
     "VisitResult",
     "commit_visit",
+    "pick_series",
     "plan_visit",
     "process_visit",
     "run_visit",
@@ -130,7 +132,25 @@ class VisitResult:
     seconds: float = 0.0
 
 
-def _pick(series: pd.DataFrame, roles: tuple[Role, ...]) -> pd.Series | None:
+#: roles of an MR series the pipeline segments, in order of preference
+MR_ROLES = (Role.MR_T2, Role.MR, Role.MR_T1)
+
+
+def pick_series(series: pd.DataFrame, roles: tuple[Role, ...]) -> pd.Series | None:
+    """The series of the first of ``roles`` a visit has (most instances, then lowest number).
+
+    Parameters
+    ----------
+    series
+        A visit's catalogued series (:meth:`~islet_imaging.study.workspace.Workspace.series`).
+    roles
+        Roles in order of preference (e.g. :data:`MR_ROLES`).
+
+    Returns
+    -------
+    Series or None
+        The chosen row, or None when the visit has no series of these roles.
+    """
     for role in roles:
         hit = series[series["role"] == role.value]
         if len(hit):
@@ -154,7 +174,7 @@ def plan_visit(
     info = workspace.visit(visit)
     visit_id = int(info["visit_id"])
     series = workspace.series(visit_id)
-    mr = _pick(series, (Role.MR_T2, Role.MR, Role.MR_T1))
+    mr = pick_series(series, MR_ROLES)
     if mr is None:
         raise WorkspaceError(
             "visit has no MR series to segment",
@@ -163,13 +183,11 @@ def plan_visit(
             value=sorted(set(series["modality"].dropna())),
             hint="import the visit's MR series, or set a series role with set_series_role()",
         )
-    pet = _pick(series, (Role.PET,))
+    pet = pick_series(series, (Role.PET,))
     baseline_files = None
     baseline = workspace.baseline_visit(visit_id)
     if options.register_to_baseline and baseline != visit_id:
-        base = _pick(
-            workspace.series(baseline), (Role(mr["role"]), Role.MR_T2, Role.MR, Role.MR_T1)
-        )
+        base = pick_series(workspace.series(baseline), (Role(mr["role"]), *MR_ROLES))
         baseline_files = None if base is None else tuple(base["files"])
     human = workspace.latest_mask(visit_id, origin=MaskOrigin.HUMAN)
     token = f"{visit_id:04d}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"

@@ -129,7 +129,7 @@ def _load_dicom_volumes(source: PathLike) -> list[Volume]:
 
     source = Path(source)
     if source.is_file() and source.name.upper() != "DICOMDIR":
-        return [_maybe_suv(v) for v in load_volumes(source)]
+        return [maybe_suv(v) for v in load_volumes(source)]
     index = scan(source)
     for problem in index.problems:
         _notify("warning", f"skipped {problem.path}: {problem.reason}")
@@ -141,19 +141,23 @@ def _load_dicom_volumes(source: PathLike) -> list[Volume]:
         except IsletImagingError as exc:
             _notify("warning", f"{label} not loaded: {exc}")
             continue
-        volumes.extend(_maybe_suv(volume) for volume in loaded)
+        volumes.extend(maybe_suv(volume) for volume in loaded)
     return volumes
 
 
-def _maybe_suv(volume: Volume) -> Volume:
-    is_pet = str(volume.meta.get("modality", "")).upper() == "PT"
-    return pet_to_suv(volume) if is_pet else volume
+def is_pt(volume: Volume) -> bool:
+    """Whether ``volume`` is a PET series (DICOM Modality PT)."""
+    return str(volume.meta.get("modality", "")).upper() == "PT"
+
+
+def maybe_suv(volume: Volume) -> Volume:
+    """PET through :func:`pet_to_suv`, any other volume unchanged."""
+    return pet_to_suv(volume) if is_pt(volume) else volume
 
 
 def _display_order(volume: Volume) -> tuple[int, int]:
     """MR (and other images) first, PET last so it blends over them."""
-    is_pet = str(volume.meta.get("modality", "")).upper() == "PT"
-    return (int(is_pet), int(volume.meta.get("series_number") or 0))
+    return (int(is_pt(volume)), int(volume.meta.get("series_number") or 0))
 
 
 def _plane(volume: Volume) -> str:

@@ -104,14 +104,14 @@ def test_hysteresis_with_seeds_follows_a_chain_of_cores():
     k, j, i = np.indices(shape)
     image = 100.0 + 2.0 * np.sin(i * 0.7) * np.cos(j * 0.9)  # muscle texture
     ridge = np.exp(-(((j - 12) * 0.8) ** 2 + ((k - 4) * 3.0) ** 2) / (2 * 1.5**2))
-    image += 50 * ridge * (i > 8) * (i < 100)
+    image += 30 * ridge * (i > 8) * (i < 100)  # above the growing level, below the cores
     for centre in (12, 34, 56, 78, 96):
         r2 = ((k - 4) * 3.0) ** 2 + ((j - 12) * 0.8) ** 2 + ((i - centre) * 0.8) ** 2
         image += 80 * np.exp(-r2 / (2 * 2.0**2))
     mr = Volume(image.astype(np.float32), spacing=SPACING)
     allowed = np.ones(shape, bool)
     seeds = np.array([[4, 12, 12]])
-    args = (mr, mr.array, allowed, 4.0, 100.0, 6.0, 0.5, 5.0)
+    args = (mr, mr.array, allowed, 4.0, 100.0, 10.0, 0.1, 5.0)
     everything = components_hit(graft._hysteresis(*args), seeds)
     assert everything[4, 12, 96]  # the object runs along the whole chain
     pruned = components_hit(graft._hysteresis(*args, seeds=seeds), seeds)

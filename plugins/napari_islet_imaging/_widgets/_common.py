@@ -9,6 +9,8 @@ from typing import Any
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QLabel
 
+from islet_imaging.errors import IsletImagingError
+
 from .._layers import METADATA_KEY
 
 logger = logging.getLogger("napari_islet_imaging")
@@ -159,3 +161,21 @@ def report(status: QLabel, message: str, *, error: bool = False) -> None:
         show_warning(message)
     else:
         logger.info(message)
+
+
+def open_workspace(path: Any, status: QLabel, *, replacing: Any = None) -> Any:
+    """Open the study workspace at ``path``, closing ``replacing`` (the one shown before).
+
+    Returns the :class:`~islet_imaging.study.workspace.Workspace`, or None (``replacing`` left
+    open) after reporting why it cannot be opened in ``status``.
+    """
+    from islet_imaging.study.workspace import Workspace
+
+    try:
+        workspace = Workspace.open(path)
+    except IsletImagingError as exc:
+        report(status, f"cannot open workspace: {exc}", error=True)
+        return None
+    if replacing is not None:
+        replacing.close()
+    return workspace

@@ -27,10 +27,10 @@ from islet_imaging.errors import IsletImagingError
 from islet_imaging.volume import Volume
 
 from .._layers import METADATA_KEY, labels_like, volume_to_layer_data
-from .._reader import pet_to_suv
-from ._common import report
+from .._reader import is_pt, maybe_suv
+from ._common import open_workspace, report
 
-__all__ = ["StudyBrowser", "load_series", "load_visit_layers", "visit_origin"]
+__all__ = ["StudyBrowser", "load_series", "load_visit_layers", "visit_origin", "with_origin"]
 
 _ROLE = Qt.ItemDataRole.UserRole
 
@@ -50,13 +50,11 @@ def load_series(files: tuple[str, ...] | list[str]) -> list[Volume]:
     """Load one catalogued series (PET converted to SUV when its tags allow)."""
     from islet_imaging.io.dicom import load_volumes
 
-    volumes = load_volumes(list(files))
-    return [
-        pet_to_suv(v) if str(v.meta.get("modality", "")).upper() == "PT" else v for v in volumes
-    ]
+    return [maybe_suv(v) for v in load_volumes(list(files))]
 
 
-def _with_origin(layer_data: tuple, origin: dict[str, Any]) -> tuple:
+def with_origin(layer_data: tuple, origin: dict[str, Any]) -> tuple:
+    """A napari layer-data tuple with ``origin`` (:func:`visit_origin`) added to its metadata."""
     data, kwargs, layer_type = layer_data
     kwargs["metadata"][METADATA_KEY].update(origin)
     return data, kwargs, layer_type
@@ -79,14 +77,14 @@ def load_visit_layers(
     pets: list[tuple] = []
     for row in series.itertuples():
         for volume in load_series(row.files):
-            data = _with_origin(volume_to_layer_data(volume), origin)
-            (pets if str(volume.meta.get("modality")).upper() == "PT" else layers).append(data)
+            data = with_origin(volume_to_layer_data(volume), origin)
+            (pets if is_pt(volume) else layers).append(data)
     layers.extend(pets)
     latest = workspace.latest_mask(int(visit_id)) if mask else None
     if latest is not None:
         volume = latest.read().with_meta(series_uid=latest.reference_series_uid)
         name = f"{latest.name} v{latest.version}"
-        data = _with_origin(
+        data = with_origin(
             labels_like(volume, volume.array, name=name),
             {**origin, "mask_id": latest.id, "method": latest.method},
         )
@@ -136,15 +134,9 @@ class StudyBrowser(QWidget):
 
     def open(self, path: str | Path) -> bool:
         """Open the workspace at ``path`` and list its patients, visits and series."""
-        from islet_imaging.study.workspace import Workspace
-
-        try:
-            workspace = Workspace.open(path)
-        except IsletImagingError as exc:
-            report(self.status, f"cannot open workspace: {exc}", error=True)
+        workspace = open_workspace(path, self.status, replacing=self.workspace)
+        if workspace is None:
             return False
-        if self.workspace is not None:
-            self.workspace.close()
         self.workspace = workspace
         self.path_edit.setText(str(path))
         self._fill_tree()

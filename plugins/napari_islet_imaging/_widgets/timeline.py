@@ -30,13 +30,11 @@ from qtpy.QtWidgets import (
 from islet_imaging.errors import IsletImagingError
 from islet_imaging.volume import Volume
 
-from .._layers import METADATA_KEY, labels_like, volume_to_layer_data
-from ._common import layer_info, report
-from .study_browser import load_series, visit_origin
+from .._layers import labels_like, volume_to_layer_data
+from ._common import layer_info, open_workspace, report
+from .study_browser import load_series, visit_origin, with_origin
 
 __all__ = ["Timeline", "TimelineData", "plot_trend", "timeline_data"]
-
-_MR_ROLES = ("mr_t2", "mr", "mr_t1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +55,12 @@ class TimelineData:
 
 
 def _reference_mr(workspace: Any, visit_id: int) -> tuple[Volume, str] | None:
-    series = workspace.series(visit_id)
-    for role in _MR_ROLES:
-        hit = series[series["role"] == role]
-        if len(hit):
-            row = hit.sort_values(["n_instances", "series_number"], ascending=[False, True]).iloc[0]
-            return load_series(row["files"])[0], str(row["series_uid"])
-    return None
+    from islet_imaging.study.pipeline import MR_ROLES, pick_series
+
+    row = pick_series(workspace.series(visit_id), MR_ROLES)
+    if row is None:
+        return None
+    return load_series(row["files"])[0], str(row["series_uid"])
 
 
 def _to_baseline(workspace: Any, visit_id: int, mr: Volume, baseline_mr: Volume):
@@ -112,11 +109,9 @@ def timeline_data(workspace: Any, patient: str | int) -> TimelineData:
             mask_on_base = None if mask is None else registration.apply(mask, baseline_mr)
         origin = visit_origin(workspace, visit_id)
         image = volume_to_layer_data(mr_on_base, name=f"{visit.label} MR")
-        image[1]["metadata"][METADATA_KEY].update(origin)
         labels_array = None if mask_on_base is None else mask_on_base.array.astype(np.int32)
         labels = labels_like(mr_on_base, labels_array, name=f"{visit.label} graft")
-        labels[1]["metadata"][METADATA_KEY].update(origin)
-        layers.extend([image, labels])
+        layers.extend([with_origin(image, origin), with_origin(labels, origin)])
         rows.append(
             {
                 "visit": visit_id,
@@ -199,15 +194,9 @@ class Timeline(QWidget):
 
     def open(self, path: str | Path) -> bool:
         """Open a workspace and list its patients (pseudonyms)."""
-        from islet_imaging.study.workspace import Workspace
-
-        try:
-            workspace = Workspace.open(path)
-        except IsletImagingError as exc:
-            report(self.status, f"cannot open workspace: {exc}", error=True)
+        workspace = open_workspace(path, self.status, replacing=self.workspace)
+        if workspace is None:
             return False
-        if self.workspace is not None:
-            self.workspace.close()
         self.workspace = workspace
         self.path_edit.setText(str(path))
         self.patient_combo.clear()

@@ -149,8 +149,11 @@ def _bone(
     bright = (classes == 2) & body_arr
     marrow = np.zeros(mr.shape, bool)
     # partial volume can bridge marrow and fat through a thin cortex: also try eroded cores
+    # erode by the finest voxel size (mm): in plane only for thick slices, whose marrow may be
+    # a couple of slices thick
+    step = ball_footprint(mr.spacing, min(mr.spacing))
     for grow in (0, 1, 2):
-        cores = ndi.binary_erosion(bright, iterations=grow) if grow else bright
+        cores = ndi.binary_erosion(bright, step, iterations=grow) if grow else bright
         labels, _ = label_components(cores)
         for index, slices in enumerate(ndi.find_objects(labels), start=1):
             if slices is None:
@@ -161,12 +164,38 @@ def _bone(
             crop = tuple(slice(max(0, s.start - 2), s.stop + 2) for s in slices)
             this = labels[crop] == index
             if grow:
-                this = ndi.binary_dilation(this, iterations=grow, mask=bright[crop])
+                this = ndi.binary_dilation(this, step, iterations=grow, mask=bright[crop])
             shell = ndi.binary_dilation(this) & ~this
             if shell.any() and np.mean(classes[crop][shell] == 0) > 0.2:
                 marrow[crop] |= this
+    marrow |= _enclosed_marrow(classes, body_arr)
     near = ndi.distance_transform_edt(~marrow, sampling=mr.spacing) <= cortex_mm
+    # partial volume: a voxel mixes tissue up to one voxel size away along each axis
+    near = ndi.binary_dilation(near, structure=np.ones((3, 3, 3), bool))
     return marrow | (near & body_arr)
+
+
+def _enclosed_marrow(classes: np.ndarray, body_arr: np.ndarray) -> np.ndarray:
+    """Marrow found as what the cortex encloses, whatever it touches through partial volume.
+
+    Cut across the bone's long axis, the dark cortex is a ring around the marrow. Partial
+    volume of thick slices opens gaps of one voxel in it (cortex/marrow mixtures look like
+    muscle) and bridges the marrow to nearby fat, so the dark class is dilated by one voxel to
+    close the ring; the holes it then encloses in a plane of any array axis (the planes across
+    the long axis, whatever the acquisition orientation) and that are mostly bright are marrow.
+    Grafts are never enclosed by dark tissue (dark grafts enclose no bright tissue).
+    """
+    ring = ndi.binary_dilation((classes == 0) & body_arr, structure=np.ones((3, 3, 3), bool))
+    holes = _fill_holes_2d(ring) & ~ring & body_arr
+    labels, n = label_components(holes)
+    if n == 0:
+        return holes
+    index = np.arange(n + 1)
+    size = ndi.sum_labels(np.ones(labels.shape), labels, index)
+    bright = ndi.sum_labels(classes == 2, labels, index)
+    keep = bright >= 0.5 * np.maximum(size, 1)
+    keep[0] = False
+    return ndi.binary_dilation(keep[labels], mask=body_arr) 
 
 
 def muscle_mask(
@@ -245,7 +274,7 @@ def muscle_masks(
     keep[0] = False
     tissue = keep[labels]
     compartment = _fill_holes_2d(tissue) & inner
-    cortex_mm = 3.0 + 0.5 * max(mr.spacing)  # partial volume of thick slices
+    cortex_mm = 3.0
     bone = _bone(mr, body_arr, classes, depth, cortex_mm) if exclude_bone else None
     out = []
     for muscle in (tissue, compartment):

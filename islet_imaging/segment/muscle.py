@@ -112,14 +112,17 @@ def bone_mask(mr: Volume, *, body: Volume | None = None, cortex_mm: float = 3.0)
     """Radius and ulna (marrow and the dark cortex around it) on MR, in any orientation.
 
     Marrow is a bright (fat-class) component (found on the bright class as is, and on it
-    eroded by one and two voxels then dilated back, so that partial-volume bridges through a
-    thin cortex do not join it to the fat) inside the body that does not run along the skin
-    (less than 10 % of it within 3 mm of the body surface) and
+    eroded by one and two steps of the finest voxel size then dilated back, so that
+    partial-volume bridges through a thin cortex do not join it to the fat; with thick slices
+    the erosion is in plane only, as the marrow may be only two slices thick) inside the body
+    that does not run along the skin (less than 10 % of it within 3 mm of the body surface) and
     whose outer shell is at least 20 % dark (cortex, blurred by partial volume); bright
     components surrounded by muscle (grafts,
     oedema) are therefore not bone, and subcutaneous fat, which reaches the skin, is not either.
-    The cortex is everything within ``cortex_mm`` of the marrow (dark cortex, and the voxels
-    that partial volume mixes between cortex, marrow and muscle).
+    The cortex is everything within ``cortex_mm`` of the marrow widened by one voxel size along
+    each axis (an ellipsoid of semi-axes ``cortex_mm`` + spacing): the dark cortex, and the
+    voxels that partial volume mixes between cortex, marrow and muscle, which reach one slice
+    thickness away from the bone across thick slices.
 
     Parameters
     ----------
@@ -168,34 +171,11 @@ def _bone(
             shell = ndi.binary_dilation(this) & ~this
             if shell.any() and np.mean(classes[crop][shell] == 0) > 0.2:
                 marrow[crop] |= this
-    marrow |= _enclosed_marrow(classes, body_arr)
-    near = ndi.distance_transform_edt(~marrow, sampling=mr.spacing) <= cortex_mm
-    # partial volume: a voxel mixes tissue up to one voxel size away along each axis
-    near = ndi.binary_dilation(near, structure=np.ones((3, 3, 3), bool))
+    # the cortex, widened by partial volume: a voxel mixes the tissue up to one voxel size away
+    # along each axis (an ellipsoid of semi-axes cortex_mm + spacing around the marrow)
+    reach = [s / (cortex_mm + s) for s in mr.spacing]
+    near = ndi.distance_transform_edt(~marrow, sampling=reach) <= 1.0
     return marrow | (near & body_arr)
-
-
-def _enclosed_marrow(classes: np.ndarray, body_arr: np.ndarray) -> np.ndarray:
-    """Marrow found as what the cortex encloses, whatever it touches through partial volume.
-
-    Cut across the bone's long axis, the dark cortex is a ring around the marrow. Partial
-    volume of thick slices opens gaps of one voxel in it (cortex/marrow mixtures look like
-    muscle) and bridges the marrow to nearby fat, so the dark class is dilated by one voxel to
-    close the ring; the holes it then encloses in a plane of any array axis (the planes across
-    the long axis, whatever the acquisition orientation) and that are mostly bright are marrow.
-    Grafts are never enclosed by dark tissue (dark grafts enclose no bright tissue).
-    """
-    ring = ndi.binary_dilation((classes == 0) & body_arr, structure=np.ones((3, 3, 3), bool))
-    holes = _fill_holes_2d(ring) & ~ring & body_arr
-    labels, n = label_components(holes)
-    if n == 0:
-        return holes
-    index = np.arange(n + 1)
-    size = ndi.sum_labels(np.ones(labels.shape), labels, index)
-    bright = ndi.sum_labels(classes == 2, labels, index)
-    keep = bright >= 0.5 * np.maximum(size, 1)
-    keep[0] = False
-    return ndi.binary_dilation(keep[labels], mask=body_arr) 
 
 
 def muscle_mask(
@@ -253,11 +233,14 @@ def muscle_masks(
     """Muscle tissue and muscle compartment at once: ``muscle_mask`` with
     ``include_enclosed=False`` and ``True``, sharing the work.
 
-    Bone (:func:`bone_mask`) is removed with a cortex margin of 3 mm + half the largest voxel
-    size (partial volume of thick slices). With ``exclude_dark_edges`` the voxels touching
-    dark tissue (cortex, tendon) outside the
-    compartment are removed too, as those touching fat always are (used to search dark,
-    iron-labelled grafts, which partial volume with cortex would mimic).
+    Bone (:func:`bone_mask`) is removed with a cortex margin of 3 mm, widened by one voxel size
+    along each axis (partial volume of thick slices). With ``exclude_dark_edges`` the voxels
+    touching dark tissue (cortex, tendon) outside the compartment are removed too, as those
+    touching fat always are (used to search dark, iron-labelled grafts, which partial volume
+    with cortex would mimic); the compartment then also takes in what muscle and fat enclose
+    together, and keeps its voxels next to fat (muscle/fat mixtures are brighter than muscle,
+    they cannot mimic a dark graft), so that a dark graft bulging against the subcutaneous fat
+    is searched whole.
     """
     body_vol = body if body is not None else body_mask(mr)
     check_same_grid(mr, body_vol, "body")
@@ -274,12 +257,16 @@ def muscle_masks(
     keep[0] = False
     tissue = keep[labels]
     compartment = _fill_holes_2d(tissue) & inner
-    cortex_mm = 3.0
-    bone = _bone(mr, body_arr, classes, depth, cortex_mm) if exclude_bone else None
+    fat = (classes == 2) & body_arr
+    if exclude_dark_edges:
+        # a dark graft may bulge against the subcutaneous fat: also what muscle and fat enclose
+        compartment |= _fill_holes_2d(tissue | fat) & ~fat & inner
+    bone = _bone(mr, body_arr, classes, depth, cortex_mm=3.0) if exclude_bone else None
     out = []
-    for muscle in (tissue, compartment):
+    for muscle, fat_edges in ((tissue, True), (compartment, not exclude_dark_edges)):
         # voxels touching fat outside the compartment are muscle/fat partial-volume mixtures
-        other = ((classes == 2) | ((classes == 0) & exclude_dark_edges)) & ~muscle & body_arr
+        # (brighter than muscle: they cannot mimic a dark graft)
+        other = ((fat & fat_edges) | ((classes == 0) & exclude_dark_edges)) & ~muscle & body_arr
         muscle = muscle & ~ndi.binary_dilation(other, structure=np.ones((3, 3, 3), bool))
         if bone is not None:
             muscle &= ~bone

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from islet_imaging.errors import SegmentationError
+from islet_imaging.register import resample_like
 from islet_imaging.volume import Volume
 
 E = TypeVar("E", bound=enum.Enum)
@@ -58,21 +59,8 @@ def resample_mask_like(mask: Volume, reference: Volume) -> Volume:
     """Resample a mask onto ``reference``'s grid with nearest-neighbour interpolation."""
     if mask.same_grid(reference):
         return mask
-    try:
-        from islet_imaging.register import resample_like
-    except ImportError:
-        resample_like = None
-    if resample_like is not None:
-        out = resample_like(mask.as_mask() if not mask.is_mask else mask, reference)
-        return out.with_array(out.array.astype(mask.array.dtype, copy=False), **dict(mask.meta))
-    import SimpleITK as sitk
-
-    image = Volume(mask.array.astype(np.int32), mask.spacing, mask.origin, mask.direction)
-    out = sitk.Resample(
-        image.to_sitk(), reference.to_sitk(), sitk.Transform(), sitk.sitkNearestNeighbor, 0
-    )
-    array = Volume.from_sitk(out).array.astype(mask.array.dtype, copy=False)
-    return Volume(array, reference.spacing, reference.origin, reference.direction, mask.meta)
+    out = resample_like(mask, reference, interpolation="nearest")
+    return out.with_array(out.array.astype(mask.array.dtype, copy=False), **dict(mask.meta))
 
 
 def check_same_grid(a: Volume, b: Volume, name: str) -> None:

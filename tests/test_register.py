@@ -222,6 +222,8 @@ def test_resample_like_identity_and_interpolation_defaults():
 
 def test_pet_to_mr_implausible_correction_raises(phantom_visit):
     pet = phantom_visit.pet
-    moved = dataclasses.replace(pet, origin=tuple(np.asarray(pet.origin) + (0.0, 0.0, 4.0)))
+    moved = dataclasses.replace(
+        pet, origin=tuple(np.asarray(pet.origin) + np.array([0.0, 0.0, 4.0]))
+    )
     with pytest.raises(RegistrationError, match="implausible"):
         register_pet_to_mr(moved, phantom_visit.mr_t2, max_shift_mm=1.0)

@@ -221,7 +221,7 @@ def test_background_preview_and_its_errors(make_napari_viewer, qtbot):
     from napari_islet_imaging._sample_data import phantom_layers
 
     viewer = make_napari_viewer()
-    mr, pet, truth = (viewer.add_layer(Layer.create(*d)) for d in phantom_layers(size="small"))
+    _mr, pet, _truth = (viewer.add_layer(Layer.create(*d)) for d in phantom_layers(size="small"))
     seg = GraftSegmentation(viewer)
     viewer.window.add_dock_widget(seg)
     seg.image_combo.set_layer(pet)  # PET: SUV methods and parameters
@@ -229,7 +229,8 @@ def test_background_preview_and_its_errors(make_napari_viewer, qtbot):
     seg.preview_in_background()  # context and mask computed in a worker thread
     qtbot.waitUntil(lambda: PREVIEW_NAME in viewer.layers and seg._worker is None)
     hot = layer_to_volume(viewer.layers[PREVIEW_NAME])
-    assert hot.same_grid(layer_to_volume(pet)) and hot.array.any()
+    assert hot.same_grid(layer_to_volume(pet))
+    assert hot.array.any()
     assert "preview:" in seg.status.text()
 
     seg.method_combo.setCurrentText("region_growing")  # needs seeds: reported, not raised

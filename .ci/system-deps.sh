@@ -18,5 +18,13 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Debian's orthanc package starts a server listening on all interfaces; the tests start their own
+# on 127.0.0.1 with a throw-away config, so keep package scripts from starting services.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && own_policy=1
+fi
+trap '[ "$own_policy" = 1 ] && rm -f "$policy"' EXIT
 apt-get update -q
-apt-get install -y -q --no-install-recommends "${need[@]}"
+apt-get install -y -q "${need[@]}"

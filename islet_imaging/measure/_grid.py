@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from islet_imaging.segment._common import nonzero_box
 from islet_imaging.volume import Volume
 
 
@@ -33,18 +34,6 @@ def sample_labels(labels: Volume, reference: Volume, lo, hi, subsample: int) -> 
     values = np.zeros(shape, labels.array.dtype)
     values[inside] = labels.array[src[0][inside], src[1][inside], src[2][inside]]
     return values
-
-
-def nonzero_box(array: np.ndarray) -> tuple[slice, ...] | None:
-    """Bounding box (slices) of the non-zero voxels of ``array``; None when there is none."""
-    nonzero = array if array.dtype == bool else array != 0
-    box = []
-    for axis in range(array.ndim):
-        hit = np.flatnonzero(nonzero.any(axis=tuple(a for a in range(array.ndim) if a != axis)))
-        if hit.size == 0:
-            return None
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
 
 
 def label_fractions(

@@ -18,7 +18,7 @@ from scipy.spatial.distance import pdist
 from skimage.measure import marching_cubes
 
 from islet_imaging.errors import IsletImagingError
-from islet_imaging.measure._grid import nonzero_box
+from islet_imaging.segment._common import nonzero_box
 from islet_imaging.volume import Volume
 
 __all__ = ["mesh_features", "object_volumes_ml", "shape_features", "volume_ml"]

@@ -63,6 +63,18 @@ def resample_mask_like(mask: Volume, reference: Volume) -> Volume:
     return out.with_array(out.array.astype(mask.array.dtype, copy=False), **dict(mask.meta))
 
 
+def nonzero_box(array: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box (slices) of the non-zero voxels of ``array``; None when there is none."""
+    nonzero = array if array.dtype == bool else array != 0
+    box = []
+    for axis in range(array.ndim):
+        hit = np.flatnonzero(nonzero.any(axis=tuple(a for a in range(array.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def check_same_grid(a: Volume, b: Volume, name: str) -> None:
     """Raise :class:`SegmentationError` if ``b`` (parameter ``name``) is not on ``a``'s grid."""
     if not a.same_grid(b):

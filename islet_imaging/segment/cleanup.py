@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from islet_imaging.errors import SegmentationError
+from islet_imaging.segment._common import nonzero_box
 from islet_imaging.volume import Volume
 
 __all__ = [
@@ -69,7 +70,7 @@ def remove_small_objects(mask: Volume, *, min_volume_mm3: float) -> Volume:
     voxel_mm3 = float(np.prod(mask.spacing))
     array = mask.array
     out = np.zeros(mask.shape, array.dtype)
-    box = _nonzero_box(array)
+    box = nonzero_box(array)
     if box is None:
         return _as_mask(mask, out)
     # everything outside the box of the non-zero voxels is background: work inside it
@@ -88,18 +89,6 @@ def remove_small_objects(mask: Volume, *, min_volume_mm3: float) -> Volume:
     else:
         out[box] = np.where(keep[labels], crop, 0).astype(array.dtype)
     return _as_mask(mask, out)
-
-
-def _nonzero_box(array: np.ndarray) -> tuple[slice, ...] | None:
-    """Bounding box (slices) of the non-zero voxels; None when there is none."""
-    nonzero = array if array.dtype == bool else array != 0
-    box = []
-    for axis in range(array.ndim):
-        hit = np.flatnonzero(nonzero.any(axis=tuple(a for a in range(array.ndim) if a != axis)))
-        if hit.size == 0:
-            return None
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
 
 
 def fill_holes(mask: Volume) -> Volume:

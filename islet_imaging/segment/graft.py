@@ -42,10 +42,10 @@ from islet_imaging.segment._common import (
     as_enum,
     check_same_grid,
     mask_volume,
+    nonzero_box,
     resample_mask_like,
 )
 from islet_imaging.segment.cleanup import (
-    _nonzero_box,
     ball_footprint,
     label_components,
     remove_small_objects,
@@ -147,7 +147,7 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     Exact: every background voxel outside the box grown by one voxel reaches the array border
     through background, so a cavity lies inside that box and is found there.
     """
-    box = _nonzero_box(mask)
+    box = nonzero_box(mask)
     if box is None:
         return mask.copy()
     crop = _crop(box, mask.shape, [1] * mask.ndim)
@@ -377,7 +377,7 @@ def _hysteresis(
     exactly those obtained with every core grown, the other objects may be missing.
     """
     core = (signal >= mean + k * sd) & allowed
-    box = _nonzero_box(core)
+    box = nonzero_box(core)
     if box is None:
         return core
     # the cores are labelled in their bounding box only (same components, less work)
@@ -441,7 +441,7 @@ def _hysteresis(
         for index in near:
             grow(index)
             del todo[index]
-        kept = _nonzero_box(_keep_hit(out, seeds, margin))
+        kept = nonzero_box(_keep_hit(out, seeds, margin))
         if kept is not None:
             lo = np.minimum(seeds.min(0), [s.start for s in kept])
             hi = np.maximum(seeds.max(0) + 1, [s.stop for s in kept])
@@ -757,7 +757,7 @@ def split_deposits(
     """
     binary = mask.array.astype(bool)
     # components are labelled in the box of the mask only (same labels, in the same order)
-    box = _nonzero_box(binary) or tuple(slice(0, 0) for _ in mask.shape)
+    box = nonzero_box(binary) or tuple(slice(0, 0) for _ in mask.shape)
     labels = np.zeros(mask.shape, np.int32)
     labels[box], n = label_components(binary[box])
     depth = float(max(mask.spacing)) if split_depth_mm is None else float(split_depth_mm)

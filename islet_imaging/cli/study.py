@@ -10,7 +10,7 @@ from islet_imaging.errors import IsletImagingError
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "study",
-        help="longitudinal study workspace: init, import, status, batch",
+        help="longitudinal study workspace: init, import, status, batch, cleanup",
         description="Manage a study workspace (a folder with an SQLite catalogue).",
     )
     sub = parser.add_subparsers(dest="study_command", metavar="ACTION", required=True)
@@ -25,6 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     status = sub.add_parser("status", help="patients, visits and their processing state")
     status.add_argument("dir", help="workspace folder")
+
+    cleanup = sub.add_parser(
+        "cleanup",
+        help="remove files of killed or failed runs that nothing references",
+        description="Remove files under masks/ and runs/ that no catalogue row references and "
+        "that are older than the last recorded stop of an interrupted or failed run; does "
+        "nothing while any run is still running (the batch also does this at its start).",
+    )
+    cleanup.add_argument("dir", help="workspace folder")
+    cleanup.add_argument("--dry-run", action="store_true", help="only list the files")
 
     batch = sub.add_parser("batch", help="process every pending visit (Dask)")
     batch.add_argument("dir", help="workspace folder")
@@ -89,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.study_command == "status":
             print(ws.status())
+            return 0
+        if args.study_command == "cleanup":
+            from islet_imaging.study.cleanup import remove_orphans
+
+            print(remove_orphans(ws, dry_run=args.dry_run))
             return 0
         if args.study_command == "batch":
             summary = run_batch_from_args(ws, args)

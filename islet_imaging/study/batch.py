@@ -7,7 +7,8 @@ transaction as it arrives. So killing the batch at any instant loses at most the
 flight: their runs are marked ``interrupted`` by the next batch, which processes them again,
 while finished visits are skipped. A visit that fails (broken series, nothing to segment…) is
 recorded as ``failed`` with its reason and the batch goes on; failed visits are retried on the
-next run.
+next run. At its start the batch removes the files that killed or failed runs left behind
+(:func:`~islet_imaging.study.cleanup.remove_orphans`, which documents the rule).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from islet_imaging.errors import IsletImagingError
+from islet_imaging.study.cleanup import remove_orphans
 from islet_imaging.study.pipeline import (
     PipelineOptions,
     VisitJob,
@@ -44,6 +46,7 @@ class BatchSummary:
     interrupted_before: int
     seconds: float
     workers: int | str
+    orphans_removed: int = 0
 
     def __str__(self) -> str:
         lines = [
@@ -55,6 +58,8 @@ class BatchSummary:
                 else f"({self.workers} worker(s))"
             )
         ]
+        if self.orphans_removed:
+            lines.append(f"removed {self.orphans_removed} unreferenced file(s) of stopped runs")
         lines += [f"  visit {v} failed: {reason}" for v, reason in self.failed.items()]
         return "\n".join(lines)
 
@@ -73,7 +78,17 @@ def _client(n_workers: int, scheduler: str | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise IsletImagingError(
+                f"cannot connect to the Dask scheduler ({exc})",
+                tag="--scheduler",
+                value=scheduler,
+                hint="check the address (tcp://host:8786) and that the scheduler is running, "
+                "or leave out --scheduler to use a local cluster",
+            ) from exc
+        with client:  # closes our client only, never the cluster we were lent
             yield client
         return
     with (
@@ -137,6 +152,7 @@ def run_batch(
     scheduler
         Address of an existing Dask scheduler (``tcp://host:8786``) to use instead of a local
         cluster; its workers must see the workspace and the DICOM files at the same paths.
+        The batch only connects a client to it: the cluster is left running.
     options
         Pipeline settings, recorded with every run.
     visits
@@ -162,6 +178,7 @@ def run_batch(
     options = options or PipelineOptions()
     start = time.perf_counter()
     interrupted = workspace.mark_interrupted()
+    orphans = remove_orphans(workspace)
     all_visits = [int(v) for v in workspace.visits()["visit_id"]]
     pending = workspace.pending_visits(retry_failed=retry_failed)
     if visits is not None:
@@ -180,53 +197,37 @@ def run_batch(
             else failed.__setitem__(result.visit_id, result.reason)
         )
 
-    jobs: list[tuple[int, VisitJob]] = []
-    for visit_id in pending:
-        try:
-            job = plan_visit(workspace, visit_id, options=options)
-        except IsletImagingError as exc:
-            run_id = workspace.start_run(visit_id, params=options.to_dict())
-            record(
-                run_id,
-                VisitResult(visit_id=visit_id, ok=False, reason=f"{type(exc).__name__}: {exc}"),
-            )
-            continue
-        jobs.append((workspace.start_run(visit_id, params=options.to_dict()), job))
-
     workers: int | str = scheduler or n_workers
-    with _progress(progress, len(pending)) as bar:
-        task = bar.add_task(
-            "visits", total=len(pending), completed=len(pending) - len(jobs), last=""
-        )
-        if not jobs:
-            pass
-        elif n_workers == 0 and not scheduler:
-            for run_id, job in jobs:
-                result = run_visit(job)
-                record(run_id, result)
-                bar.update(task, advance=1, last=_last(job, result))
-        else:
-            from distributed import as_completed
-
-            with _client(n_workers, scheduler) as client:
-                futures = {}
+    with contextlib.ExitStack() as stack:
+        # connect first: a wrong --scheduler fails before any run is started
+        client = None
+        if pending and (scheduler or n_workers > 0):
+            client = stack.enter_context(_client(n_workers, scheduler))
+        jobs: list[tuple[int, VisitJob]] = []
+        for visit_id in pending:
+            try:
+                job = plan_visit(workspace, visit_id, options=options)
+            except IsletImagingError as exc:
+                run_id = workspace.start_run(visit_id, params=options.to_dict())
+                reason = f"{type(exc).__name__}: {exc}"
+                record(run_id, VisitResult(visit_id=visit_id, ok=False, reason=reason))
+                continue
+            jobs.append((workspace.start_run(visit_id, params=options.to_dict()), job))
+        with _progress(progress, len(pending)) as bar:
+            task = bar.add_task(
+                "visits", total=len(pending), completed=len(pending) - len(jobs), last=""
+            )
+            if client is None:
                 for run_id, job in jobs:
-                    future = client.submit(
-                        run_visit, job, pure=False, key=f"visit-{job.visit_id}-{run_id}"
-                    )
-                    futures[future] = (run_id, job)
-                for future in as_completed(futures):
-                    run_id, job = futures[future]
-                    try:
-                        result = future.result()
-                    except Exception as exc:  # a worker died: record it, go on
-                        result = VisitResult(
-                            visit_id=job.visit_id,
-                            ok=False,
-                            reason=f"worker error: {type(exc).__name__}: {exc}",
-                        )
+                    result = run_visit(job)
                     record(run_id, result)
                     bar.update(task, advance=1, last=_last(job, result))
+            elif jobs:
+
+                def advance(job: VisitJob, result: VisitResult) -> None:
+                    bar.update(task, advance=1, last=_last(job, result))
+
+                _run_on_dask(client, jobs, record, advance)
     return BatchSummary(
         done=tuple(done),
         failed=failed,
@@ -234,7 +235,33 @@ def run_batch(
         interrupted_before=interrupted,
         seconds=time.perf_counter() - start,
         workers=workers,
+        orphans_removed=len(orphans.removed),
     )
+
+
+def _run_on_dask(client: Any, jobs: list[tuple[int, VisitJob]], record, advance) -> None:
+    """Submit every job to ``client``; record each result as it arrives."""
+    from distributed import as_completed
+
+    futures = {
+        client.submit(run_visit, job, pure=False, key=f"visit-{job.visit_id}-{run_id}"): (
+            run_id,
+            job,
+        )
+        for run_id, job in jobs
+    }
+    for future in as_completed(futures):
+        run_id, job = futures[future]
+        try:
+            result = future.result()
+        except Exception as exc:  # a worker died: record it, go on
+            result = VisitResult(
+                visit_id=job.visit_id,
+                ok=False,
+                reason=f"worker error: {type(exc).__name__}: {exc}",
+            )
+        record(run_id, result)
+        advance(job, result)
 
 
 def _last(job: VisitJob, result: VisitResult) -> str:

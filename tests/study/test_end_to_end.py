@@ -183,6 +183,22 @@ def test_batch_killed_with_sigkill_resumes_identically(
         assert failed["reason"].str.contains("PatientWeight").all()
         status = ws.status().visits
         assert sorted(status["state"]) == ["done", "done", "done", "failed"]
+    # the files the killed run had written were removed at the resumed batch's start:
+    # every file left in the managed folders is referenced by the catalogue
+    # (masks by path; a done run's folder with all its files, e.g. transform sidecars)
+    db = sqlite3.connect(ws_dir / "catalogue.sqlite")
+    masks = {ws_dir / p for (p,) in db.execute("SELECT path FROM masks")}
+    run_dirs = {
+        (ws_dir / json.loads(artifacts)["preview"]).parent
+        for (artifacts,) in db.execute("SELECT artifacts FROM runs WHERE status='done'")
+    }
+    db.close()
+    assert len(masks) == len(run_dirs) == 3
+    assert {p for p in (ws_dir / "masks").rglob("*") if p.is_file()} == masks
+    assert {p for p in (ws_dir / "runs").iterdir()} == run_dirs
+    assert all((d / "preview.npz").is_file() for d in run_dirs)
+    for tfm in (ws_dir / "runs").rglob("*.tfm"):  # every transform still loads
+        assert tfm.with_suffix(".json").is_file()
     got = _current(ws_dir)
     assert not got.duplicated(KEY).any()
     expected = _current(reference[0])

@@ -192,7 +192,10 @@ def muscle_mask(
     Muscle is the intermediate class inside the body eroded by ``skin_mm``; components below
     ``min_volume_mm3`` or lying mostly within ``skin_mm + 3`` mm of the skin (the skin itself
     has a muscle-like signal) are dropped; voxels touching fat outside the compartment
-    (muscle/fat partial-volume mixtures) and bone are removed.
+    (muscle/fat partial-volume mixtures) and bone are removed. Bright voxels the muscle encloses
+    are not mixtures and are kept even where they touch that fat: a graft bulging against the
+    subcutaneous fat (3 mm sagittal slices reach across the last millimetre of muscle) stays
+    whole in the compartment.
 
     Parameters
     ----------
@@ -265,9 +268,11 @@ def muscle_masks(
     out = []
     for muscle, fat_edges in ((tissue, True), (compartment, not exclude_dark_edges)):
         # voxels touching fat outside the compartment are muscle/fat partial-volume mixtures
-        # (brighter than muscle: they cannot mimic a dark graft)
+        # (brighter than muscle: they cannot mimic a dark graft); bright voxels the muscle
+        # encloses (a graft bulging against the subcutaneous fat) are not, and stay
         other = ((fat & fat_edges) | ((classes == 0) & exclude_dark_edges)) & ~muscle & body_arr
-        muscle = muscle & ~ndi.binary_dilation(other, structure=np.ones((3, 3, 3), bool))
+        edge = ndi.binary_dilation(other, structure=np.ones((3, 3, 3), bool))
+        muscle = muscle & ~(edge & ~fat)
         if bone is not None:
             muscle &= ~bone
         out.append(muscle)

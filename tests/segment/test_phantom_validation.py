@@ -3,6 +3,12 @@
 Truth: analytic deposit volumes, voxel-centre deposit labels on the MR grid, PET SUVbw per
 deposit. Limits from the issue: graft volume within 5 % (grafts >= 0.2 mL), Dice >= 0.85,
 deposit count exact for separated deposits, PVC mean within 10 % for deposits >= 1 mL.
+
+Separated deposits are groups of deposits that neither touch (analytic contact) nor have truth
+voxels that are 26-neighbours: a gap of at least one voxel, as the segmentation's
+26-connectivity needs. Each such group must be one object of its own (a group of touching
+deposits may also be split into its deposits, never one deposit into parts); groups below the
+detection limit may be missed but never merged or invented.
 """
 
 from __future__ import annotations
@@ -30,9 +36,63 @@ CASES = [
     (5, "sagittal"),
     (9, "axial"),
     (18, "oblique"),
+    # grafts bulging against the subcutaneous fat on 3 mm sagittal slices: the muscle/fat edge
+    # exclusion took the graft voxels next to the fat (was -6.0 % and -5.7 %)
+    (4, "sagittal"),
+    (34, "sagittal"),
+    # a separated 18 mm³ deposit below the detection limit found by itself (3 objects, 2 needed)
+    (0, "sagittal"),
+    # separated deposits 26-adjacent in the truth (< 1 voxel gap: one group); touching split apart
+    (35, "axial"),
+    (79, "oblique"),
 ]
 #: deposits below this volume (mm³) are under the detection limit of a 6.75 mm³ voxel grid
 MIN_DEPOSIT_MM3 = 30.0
+
+
+def _separated_groups(visit) -> list[list[dict]]:
+    """Deposits joined by an analytic contact or by 26-adjacent truth voxels, grouped."""
+    labels = visit.deposit_labels.array
+    parent = {d["label"]: d["label"] for d in visit.truth["deposits"]}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    pairs = [tuple(p) for p in visit.truth["graft"]["touching_pairs"]]
+    for label in parent:
+        near = ndi.binary_dilation(labels == label, np.ones((3, 3, 3), bool))
+        pairs += [(label, int(o)) for o in np.unique(labels[near]) if o not in (0, label)]
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    groups: dict[int, list[dict]] = {}
+    for deposit in visit.truth["deposits"]:
+        groups.setdefault(find(deposit["label"]), []).append(deposit)
+    return list(groups.values())
+
+
+def _assert_separated_count(visit, labels: np.ndarray) -> None:
+    truth = visit.deposit_labels.array
+    owners: dict[int, list[int]] = {o: [] for o in range(1, int(labels.max()) + 1)}
+    for index, group in enumerate(_separated_groups(visit)):
+        found = set()
+        for deposit in group:
+            inside = labels[truth == deposit["label"]]
+            centre = np.rint(visit.mr_t2.world_to_index([deposit["centre_mm"]])[0]).astype(int)
+            found |= set(np.unique(inside).tolist()) | {int(labels[tuple(centre)])}
+            parts = np.bincount(inside)[1:]
+            if deposit["volume_ml_analytic"] * 1000 >= MIN_DEPOSIT_MM3 and parts.sum():
+                assert parts.max() >= 0.8 * parts.sum(), f"deposit {deposit['label']} split"
+        found -= {0}
+        for obj in found:
+            owners[obj].append(index)
+        volume_mm3 = 1000 * sum(d["volume_ml_analytic"] for d in group)
+        if volume_mm3 >= MIN_DEPOSIT_MM3:
+            assert found, f"deposits {[d['label'] for d in group]} missed"
+        assert len(found) <= len(group)
+    # no object without a deposit, none holding two separated groups
+    assert all(len(groups) == 1 for groups in owners.values()), owners
 
 
 def _cut_by_fov(labels: np.ndarray) -> set[int]:
@@ -62,10 +122,7 @@ def test_mr_graft_volume_dice_and_count(visit, segmented):
     t = visit.graft_mask.array
     dice = 2 * np.count_nonzero(mask.array & t) / (mask.array.sum() + t.sum())
     assert dice >= 0.85
-    # separated deposits = 6-connected components of the truth labels above detection limit
-    comps, _ = ndi.label(t)
-    sizes = np.bincount(comps.ravel())[1:] * np.prod(visit.mr_t2.spacing)
-    assert labels.array.max() == np.count_nonzero(sizes >= MIN_DEPOSIT_MM3)
+    _assert_separated_count(visit, labels.array)
 
 
 def test_pet_pvc_mean_within_10_percent(visit, segmented):

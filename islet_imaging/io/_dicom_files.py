@@ -8,6 +8,8 @@ followed by the member name (``study.zip/DICOM/IM0001``), like :class:`zipfile.P
 :func:`read_bytes` resolves such paths back to the archive. A :class:`DicomFile` holds the
 header values the loader needs, decoded by the fast walker of :mod:`._dicom_parse` when it can
 and by pydicom otherwise; the complete pydicom header is built lazily, only when asked for.
+When the walker finds the pixel data beyond the first bytes read, only the header is kept and
+the pixel bytes are read later, straight from the file at their offset (:meth:`DicomFile.read_at`).
 """
 
 from __future__ import annotations
@@ -80,14 +82,20 @@ class ZipReader:
         """Read ``path`` (a real file, or ``archive.zip/member``), at most ``limit`` bytes."""
         return self.read_sized(path, limit)[0]
 
-    def read_sized(self, path: str, limit: int | None = None) -> tuple[bytes, int]:
-        """Like :meth:`read`, also returning the full size of the file in bytes."""
+    def read_sized(
+        self, path: str, limit: int | None = None, *, whole_below: int = 0
+    ) -> tuple[bytes, int]:
+        """Like :meth:`read`, also returning the full size of the file in bytes.
+
+        Files of at most ``whole_below`` bytes are read whole whatever ``limit``.
+        """
         try:
             with open(path, "rb") as fh:
-                if limit is None:
+                size = os.fstat(fh.fileno()).st_size
+                if limit is None or size <= whole_below:
                     data = fh.read()
                     return data, len(data)
-                return fh.read(limit), os.fstat(fh.fileno()).st_size
+                return fh.read(limit), size
         except (FileNotFoundError, NotADirectoryError):
             pass  # maybe a member of a zip archive
         archive, member = _split_zip_path(path)
@@ -100,7 +108,8 @@ class ZipReader:
             try:
                 size = zf.getinfo(member).file_size
                 with zf.open(member) as fh:
-                    return (fh.read() if limit is None else fh.read(limit)), size
+                    whole = limit is None or size <= whole_below
+                    return (fh.read() if whole else fh.read(limit)), size
             except KeyError as exc:
                 raise NotDicomError("file not found") from exc
 
@@ -229,22 +238,31 @@ class DicomFile:
     path
         File path (or ``archive.zip/member``).
     data
-        The file bytes (whole file, or its beginning when only headers are wanted).
+        The file bytes: the whole file, or its beginning (at least the header up to the pixel
+        data element when the fast walker read it).
     header
         Values read by the fast walker, or None if pydicom had to parse the file.
     dataset
         The pydicom dataset when the fast walker could not be used.
+    size
+        Length of the whole file in bytes (default ``len(data)``).
     """
 
-    __slots__ = ("_dataset", "data", "header", "path")
+    __slots__ = ("_dataset", "data", "header", "path", "size")
 
     def __init__(
-        self, path: str, data: bytes, header: Header | None, dataset: Dataset | None
+        self,
+        path: str,
+        data: bytes,
+        header: Header | None,
+        dataset: Dataset | None,
+        size: int | None = None,
     ) -> None:
         self.path = path
         self.data = data
         self.header = header
         self._dataset = dataset
+        self.size = len(data) if size is None else size
 
     def get(self, keyword: str, default: Any = None) -> Any:
         """Value of ``keyword`` (one of :data:`._dicom_parse.TAGS`) as plain Python."""
@@ -285,12 +303,48 @@ class DicomFile:
             return self.header.pixel_offset is not None
         return any(t in self._dataset for t in (PIXEL_DATA, 0x7FE00008, 0x7FE00009))
 
+    def whole(self) -> bytes:
+        """All bytes of the file (read again if :attr:`data` holds only its beginning)."""
+        if len(self.data) >= self.size:
+            return self.data
+        return read_bytes(self.path)
+
+    def read_at(self, offset: int, out: memoryview) -> None:
+        """Fill ``out`` with the file bytes starting at ``offset`` (a plain file, not a zip member).
+
+        Raises
+        ------
+        DicomSeriesError
+            If the file can no longer be read or is shorter than when its header was read.
+        """
+        got = 0
+        try:
+            with open(self.path, "rb", buffering=0) as fh:
+                fh.seek(offset)
+                while got < len(out):
+                    n = fh.readinto(out[got:])
+                    if not n:
+                        break
+                    got += n
+        except OSError as exc:
+            raise DicomSeriesError(
+                f"cannot read pixel data ({exc.strerror or exc})", path=self.path, tag="PixelData"
+            ) from exc
+        if got < len(out):
+            raise DicomSeriesError(
+                f"file shorter than its header says: {len(out)} bytes wanted at offset {offset}, "
+                f"{got} present",
+                path=self.path,
+                tag="PixelData",
+                hint="the file changed or was truncated while loading",
+            )
+
     def dataset(self, *, pixels: bool = False) -> Dataset:
         """The pydicom dataset, without pixel data unless ``pixels`` is True."""
         if pixels:
             if self._dataset is not None and PIXEL_DATA in self._dataset:
                 return self._dataset
-            return _dcmread(self.data, self.path, stop_before_pixels=False)
+            return _dcmread(self.whole(), self.path, stop_before_pixels=False)
         if self.header is not None:
             return header_dataset(self.data[: self.header.header_end], self.path)
         ds = self._dataset
@@ -322,6 +376,7 @@ def _dcmread(data: bytes, path: str, *, stop_before_pixels: bool) -> Dataset:
 
 
 _HEAD = 16384
+_WHOLE = 65536  # smaller files are read whole by the loader: a second read costs more
 
 
 def _parse_or_none(data: bytes, stop_after: int) -> Header | None:
@@ -336,8 +391,12 @@ def read_dicom_file(
 ) -> DicomFile:
     """Read one file and decode its header values.
 
-    With ``headers_only`` only the beginning of the file is read (all of it if the header is
-    longer), and the walk stops after the tag ``stop_after``.
+    Only the beginning of the file is read (all of it if the header is longer) when the fast
+    walker can parse it, and the walk stops after the tag ``stop_after``. Without
+    ``headers_only`` the pixel data of large files stay on disk: ``data`` keeps the header
+    bytes and the pixel reader reads the pixel bytes at their offset (small files and zip
+    members are read whole). Files the walker cannot parse are read whole (without
+    ``headers_only``) and parsed by pydicom.
 
     Raises
     ------
@@ -345,13 +404,13 @@ def read_dicom_file(
         With the reason (not DICOM, truncated, unreadable).
     """
     try:
-        data, size = reader.read_sized(path, _HEAD if headers_only else None)
+        data, size = reader.read_sized(path, _HEAD, whole_below=0 if headers_only else _WHOLE)
     except IsADirectoryError as exc:
         raise NotDicomError("a folder, not a file") from exc
     except OSError as exc:
         raise NotDicomError(f"cannot read file ({exc.strerror or exc})") from exc
     limit = _HEAD
-    partial = headers_only and len(data) == limit
+    partial = len(data) < size
     if len(data) >= 132 and data[128:132] == b"DICM":
         header = _parse_or_none(data, stop_after)
         while partial and (header is None or not header.stopped):
@@ -370,7 +429,10 @@ def read_dicom_file(
                     f"truncated file: PixelData (7FE0,0010) needs {header.pixel_length} "
                     f"bytes, {size - header.pixel_offset} present"
                 )
-            return DicomFile(path, data, header, None)
+            if len(data) < size and not headers_only:
+                # plain file: the pixels are read later at their offset; zip member: read it whole
+                data = data[: header.header_end] if os.path.isfile(path) else reader.read(path)
+            return DicomFile(path, data, header, None, size)
     if partial:
         data = reader.read(path)
     ds = _dcmread(data, path, stop_before_pixels=headers_only)

@@ -83,12 +83,19 @@ TAGS: dict[str, tuple[int, str]] = {
     "SharedFunctionalGroupsSequence": (0x52009229, "SQ"),
     "PerFrameFunctionalGroupsSequence": (0x52009230, "SQ"),
 }
-_BY_TAG = {tag: (keyword, vr) for keyword, (tag, vr) in TAGS.items()}
+_KEYWORDS = {tag: keyword for keyword, (tag, _vr) in TAGS.items()}
 _NUMERIC = {"US": "<H", "UL": "<I", "SS": "<h", "SL": "<i", "FL": "<f", "FD": "<d"}
 
 _H = struct.Struct("<H")
 _I = struct.Struct("<I")
 _HH = struct.Struct("<HH")
+_EXPLICIT = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length
+_IMPLICIT = struct.Struct("<HHI")  # group, element, 32-bit length
+# every other pair of upper-case letters is read as a VR with a 16-bit length
+_SHORT_VRS = frozenset(bytes((a, b)) for a in range(65, 91) for b in range(65, 91)) - _LONG_VRS
+
+
+_NOT_DECODED = object()
 
 
 class UnsupportedHeader(Exception):
@@ -136,13 +143,31 @@ class Header:
 
     def get(self, keyword: str, default: Any = None) -> Any:
         """Decoded value of ``keyword`` (see :func:`decode`), or ``default`` if absent."""
-        try:
-            value = self._decoded[keyword]
-        except KeyError:
+        value = self._decoded.get(keyword, _NOT_DECODED)
+        if value is _NOT_DECODED:
             raw = self.values.get(keyword)
-            value = None if raw is None else decode(raw, TAGS[keyword][1])
+            value = None if raw is None else _decode_shared(raw, TAGS[keyword][1])
             self._decoded[keyword] = value
         return default if value is None else value
+
+
+_SHARED: dict[tuple[bytes, str], Any] = {}
+_SHARED_MAX = 4096  # entries; only values of at most 64 bytes are remembered
+
+
+def _decode_shared(raw: bytes, vr: str) -> Any:
+    """:func:`decode`, remembering recent short values: the files of a series repeat most of
+    them (orientation, spacing, UIDs, rescale...). Decoded values are immutable: safe to share."""
+    if len(raw) > 64:
+        return decode(raw, vr)
+    key = (raw, vr)
+    value = _SHARED.get(key, _NOT_DECODED)
+    if value is _NOT_DECODED:
+        value = decode(raw, vr)
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        _SHARED[key] = value
+    return value
 
 
 def decode(raw: bytes, vr: str) -> Any:
@@ -215,6 +240,8 @@ def _element_header(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes, i
     if explicit:
         vr = buf[pos + 4 : pos + 6]
         if vr in _LONG_VRS:
+            if pos + 12 > len(buf):
+                raise UnsupportedHeader(f"element header cut off at offset {pos}")
             return tag, vr, _I.unpack_from(buf, pos + 8)[0], pos + 12
         if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
             raise UnsupportedHeader(f"invalid VR {vr!r} at offset {pos}")
@@ -245,12 +272,19 @@ def parse_header(buf: bytes, *, stop_after: int = PIXEL_DATA) -> Header:
     end = len(buf)
     # File meta information: always explicit VR little endian
     while pos + 8 <= end and _H.unpack_from(buf, pos)[0] == 0x0002:
+        if buf[pos + 4 : pos + 6] in _LONG_VRS and pos + 12 > end:
+            break
         tag, _vr, length, pos = _element_header(buf, pos, True)
-        if length == _UNDEFINED or pos + length > end:
+        if length == _UNDEFINED:
             raise UnsupportedHeader("bad file meta element")
+        if pos + length > end:
+            break
         if tag == 0x00020010:
             header.transfer_syntax = buf[pos : pos + length].decode("ascii").strip(" \x00")
         pos += length
+    if pos + 8 > end or _H.unpack_from(buf, pos)[0] == 0x0002:  # the buffer ends in the meta
+        header.header_end, header.truncated = min(pos, end), True
+        return header
     ts = header.transfer_syntax
     if ts == IMPLICIT_LE:
         explicit = False
@@ -262,47 +296,52 @@ def parse_header(buf: bytes, *, stop_after: int = PIXEL_DATA) -> Header:
     else:
         raise UnsupportedHeader(f"transfer syntax {ts!r}")
     stop = min(stop_after, PIXEL_DATA)
-    by_tag = _BY_TAG
-    unpack_hh, unpack_h, unpack_i = _HH.unpack_from, _H.unpack_from, _I.unpack_from
-    long_vrs = _LONG_VRS
-    while pos + 8 <= end:  # hot loop: element headers decoded inline
+    first_stop = min(stop + 1, PIXEL_DATA)  # the walk ends at the first tag >= this
+    keywords = _KEYWORDS
+    unpack_explicit, unpack_implicit, unpack_i = (
+        _EXPLICIT.unpack_from,
+        _IMPLICIT.unpack_from,
+        _I.unpack_from,
+    )
+    long_vrs, short_vrs = _LONG_VRS, _SHORT_VRS
+    while pos + 8 <= end:  # hot loop: one struct call per element header
         start = pos
-        group, elem = unpack_hh(buf, pos)
-        tag = (group << 16) | elem
-        vr = b""
-        if group == 0xFFFE or not explicit:
-            length = unpack_i(buf, pos + 4)[0]
-            pos += 8
-        else:
-            vr = buf[pos + 4 : pos + 6]
-            if vr in long_vrs:
+        if explicit:
+            group, elem, vr, length = unpack_explicit(buf, pos)
+            if group == 0xFFFE:  # item / delimiters carry no VR
+                vr = b""
+                length = unpack_i(buf, pos + 4)[0]
+                pos += 8
+            elif vr in long_vrs:
+                if pos + 12 > end:  # the buffer ends inside this element's header
+                    break
                 length = unpack_i(buf, pos + 8)[0]
                 pos += 12
-            elif 65 <= vr[0] <= 90 and 65 <= vr[1] <= 90:
-                length = unpack_h(buf, pos + 6)[0]
+            elif vr in short_vrs:
                 pos += 8
             else:
                 raise UnsupportedHeader(f"invalid VR {vr!r} at offset {start}")
-        if tag >= PIXEL_DATA:
+        else:
+            group, elem, length = unpack_implicit(buf, pos)
+            vr = b""
+            pos += 8
+        tag = (group << 16) | elem
+        if tag >= first_stop:
             header.header_end = start
             if tag == PIXEL_DATA:
                 header.pixel_offset = pos
                 header.pixel_length = None if length == _UNDEFINED else length
             header.stopped = True
             return header
-        if tag > stop:
-            header.header_end = start
-            header.stopped = True
-            return header
         if length == _UNDEFINED:
-            if tag in by_tag:  # functional groups: keep the position, pydicom parses them
-                values[by_tag[tag][0]] = b""
+            if tag in keywords:  # functional groups: keep the position, pydicom parses them
+                values[keywords[tag]] = b""
             pos = _skip_undefined(buf, pos, explicit and vr != b"UN")
             continue
         if pos + length > end:
             break
-        if tag in by_tag:
-            values[by_tag[tag][0]] = buf[pos : pos + length]
+        if tag in keywords:
+            values[keywords[tag]] = buf[pos : pos + length]
         pos += length
     header.header_end = min(pos, end)
     header.truncated = pos != end

@@ -1,6 +1,7 @@
-"""Pixel data of frames: raw little-endian bytes straight from the file buffer, or decoded once
-per file by pydicom's pixel handlers (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE,
-big endian, deflate), then scaled per frame with RescaleSlope/RescaleIntercept into float32.
+"""Pixel data of frames: raw little-endian bytes straight from the file buffer or read from the
+file at the offset the header walker found, or decoded once per file by pydicom's pixel
+handlers (JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE, big endian, deflate), then
+scaled per frame with RescaleSlope/RescaleIntercept into float32.
 
 MONOCHROME1 data are never inverted: stored × slope + intercept is the quantity (e.g. Bq/mL).
 """
@@ -27,6 +28,13 @@ class PixelReader:
         self._decoded: dict[int, np.ndarray] = {}
         self._locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._local = threading.local()  # per-thread buffer for pixel bytes read from disk
+
+    def _buffer(self, nbytes: int) -> memoryview:
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None or len(buffer) < nbytes:
+            buffer = self._local.buffer = bytearray(nbytes)
+        return memoryview(buffer)[:nbytes]
 
     def _check(self, file: DicomFile) -> tuple[int, int, int]:
         spp = int(file.get("SamplesPerPixel", 1) or 1)
@@ -47,37 +55,55 @@ class PixelReader:
         return bits, stored, int(file.get("PixelRepresentation", 0) or 0)
 
     def raw(self, frame: Frame) -> np.ndarray:
-        """Stored values of ``frame`` as an integer array (rows, columns), not scaled."""
+        """Stored values of ``frame`` as an integer array (rows, columns), not scaled.
+
+        The array may be a view of a per-thread buffer: use it before the next call.
+        """
         file = frame.file
         bits, stored, signed = self._check(file)
         header = file.header
-        rows, cols = int(file.get("Rows", 0)), int(file.get("Columns", 0))
         if (
             header is not None
             and header.pixel_length is not None
             and header.transfer_syntax in _NATIVE
         ):
-            dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-            count = rows * cols
-            offset = header.pixel_offset + frame.index * count * dtype.itemsize
-            if offset + count * dtype.itemsize > header.pixel_offset + header.pixel_length:
-                raise DicomSeriesError(
-                    f"pixel data too short for frame {frame.index + 1} of {rows}x{cols} pixels",
-                    path=file.path,
-                    tag="PixelData",
-                    value=header.pixel_length,
-                )
-            image = np.frombuffer(file.data, dtype, count=count, offset=offset).reshape(rows, cols)
+            image = self._native(frame, np.dtype(f"<{'i' if signed else 'u'}{bits // 8}"))
             image = _fix_bits(image, stored, bits, signed)
         else:
             image = self._decoded_frame(file, frame.index)
+            if frame.mosaic is not None:
+                r = frame.mosaic[0] // frame.mosaic[1]
+                image = image[r * frame.rows : (r + 1) * frame.rows]
         if frame.mosaic is not None:
-            tile, per_row = frame.mosaic
-            r, c = divmod(tile, per_row)
-            image = image[
-                r * frame.rows : (r + 1) * frame.rows, c * frame.columns : (c + 1) * frame.columns
-            ]
+            c = frame.mosaic[0] % frame.mosaic[1]
+            image = image[:, c * frame.columns : (c + 1) * frame.columns]
         return image
+
+    def _native(self, frame: Frame, dtype: np.dtype) -> np.ndarray:
+        """Uncompressed little-endian pixels of ``frame`` (for a mosaic tile: its band of rows),
+        from the file bytes in memory or read from the file at their offset."""
+        file, header = frame.file, frame.file.header
+        rows, cols = int(file.get("Rows", 0)), int(file.get("Columns", 0))
+        row_bytes = cols * dtype.itemsize
+        offset = header.pixel_offset + frame.index * rows * row_bytes
+        if offset + rows * row_bytes > header.pixel_offset + header.pixel_length:
+            raise DicomSeriesError(
+                f"pixel data too short for frame {frame.index + 1} of {rows}x{cols} pixels",
+                path=file.path,
+                tag="PixelData",
+                value=header.pixel_length,
+            )
+        if frame.mosaic is not None:
+            rows = frame.rows
+            offset += frame.mosaic[0] // frame.mosaic[1] * rows * row_bytes
+        nbytes = rows * row_bytes
+        if offset + nbytes <= len(file.data):
+            data = file.data
+        else:
+            data = self._buffer(nbytes)
+            file.read_at(offset, data)
+            offset = 0
+        return np.frombuffer(data, dtype, count=rows * cols, offset=offset).reshape(rows, cols)
 
     def _decoded_frame(self, file: DicomFile, index: int) -> np.ndarray:
         key = id(file)
@@ -129,7 +155,7 @@ def _decode_encapsulated(file: DicomFile) -> np.ndarray | None:
 
     bits = int(file.get("BitsAllocated", 16) or 16)
     array, _ = get_decoder(header.transfer_syntax).as_array(
-        file.data[header.pixel_offset :],
+        file.whole()[header.pixel_offset :],
         rows=int(file.get("Rows")),
         columns=int(file.get("Columns")),
         samples_per_pixel=1,

@@ -1,11 +1,13 @@
 """Load DICOM series into :class:`~islet_imaging.volume.Volume` objects with exact geometry.
 
-The loader reads every file once, decodes the few header values it needs with a fast element
-walker (pydicom parses the full header only when ``meta['headers']`` is read), groups the
-images by SeriesInstanceUID, splits 4D content (echoes, magnitude/phase, dynamics, stacks,
+The loader reads the header of every file, decodes the few header values it needs with a fast
+element walker (pydicom parses the full header only when ``meta['headers']`` is read), groups
+the images by SeriesInstanceUID, splits 4D content (echoes, magnitude/phase, dynamics, stacks,
 orientations) into separate 3D stacks, orders slices along the slice normal, checks that they
 form a regular grid, and scales each slice by its own RescaleSlope/RescaleIntercept into
-float32. Compressed transfer syntaxes are decoded by pydicom's pixel handlers.
+float32. Uncompressed pixel data of large files are read only then, at the offset the walker
+found, through a small reused buffer; compressed transfer syntaxes are decoded by pydicom's
+pixel handlers.
 
 ``meta`` of each volume holds: ``modality, series_uid, study_uid, patient_id,
 frame_of_reference_uid, series_description, series_number, study_date, series_date,

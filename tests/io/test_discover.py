@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -16,6 +17,7 @@ from pydicom.fileset import FileSet
 
 import islet_imaging as ii
 from islet_imaging.cli import main
+from islet_imaging.errors import DicomSeriesError
 
 ORIENTATION = {
     "siemens_t1w_sag_classic": "sagittal",
@@ -187,3 +189,22 @@ def test_cli_scan_table_and_json(tmp_path, capsys):
     assert series["description"] == "T1 forearm"
     assert data["problems"][0]["path"].endswith("junk.bin")
     assert "DOE" not in json.dumps(data)
+
+
+def test_a_file_cut_at_any_byte_of_its_header_is_reported_not_raised(tmp_path):
+    data = write(volume(shape=(1, 8, 8)), tmp_path / "whole")[0].read_bytes()
+    header_end = data.index(b"\xe0\x7f\x10\x00")  # (7FE0,0010) PixelData
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for n in range(132, header_end + 12):
+        (cut / f"{n:05d}.dcm").write_bytes(data[:n])
+    index = ii.scan(cut)
+    reasons = [p.reason for p in index.problems]
+    expected = ("truncated file", "without SeriesInstanceUID", "unreadable DICOM")
+    assert all(any(e in r for e in expected) for r in reasons), set(reasons)
+    # a cut between two elements leaves a valid (shorter) dataset: listed, but no image in it
+    listed = [Path(f) for s in index.series for f in s.files]
+    assert len(listed) + len(reasons) == header_end + 12 - 132
+    for path in listed:
+        with pytest.raises(DicomSeriesError, match=path.name):
+            ii.load_series([path])

@@ -6,8 +6,10 @@ image onto the fixed grid with that transform therefore aligns it with the fixed
 
 * :func:`register_pet_to_mr` starts from the identity (PET and MR share the frame of reference
   of a hybrid or co-registered acquisition) and refines a rigid transform by Mattes mutual
-  information, sampled around the PET's uptake foci (along the forearm's axis only the graft
-  fixes the position). A correction larger than a few mm / degrees is reported as implausible.
+  information, sampled around the PET's uptake foci; a final pass searches the translation on
+  the PET's uptake core only, against the MR smoothed to the PET's resolution (the forearm is
+  a near-cylinder: along its axis only the graft fixes the position). A correction larger
+  than a few mm / degrees is reported as implausible.
 * :func:`register_to_baseline` must survive the arm being repositioned between visits (±15°,
   ±30 mm): it aligns the intensity centres of mass, scores a coarse grid of rotations at 1/4
   resolution (mutual information), then refines the best candidates over three resolution
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import math
 import os
@@ -43,9 +46,14 @@ __all__ = [
     "resample_like",
 ]
 
-#: Smallest optimiser step (mm, or the equivalent rotation) of the PET-to-MR refinement: the
-#: optimisation stops there, far below the 1 mm accuracy required.
-PET_MIN_STEP = 0.01
+#: Smallest optimiser step (mm, or the equivalent rotation) of the first PET-to-MR pass, which
+#: fixes the rotation (the final pass refines the translation to CORE_TOLERANCE_MM).
+PET_MIN_STEP = 0.1
+
+#: The final PET-to-MR pass samples the MR within this many PET voxels of the PET's uptake core.
+CORE_MARGIN_VOXELS = 0.5
+#: Convergence tolerance (mm) of the final PET-to-MR pass (simplex search of the translation).
+CORE_TOLERANCE_MM = 0.01
 
 #: Smallest optimiser step of the coarse (1/4, 1/2 resolution) refinement of the
 #: visit-to-baseline candidates: the winner is refined at full resolution afterwards.
@@ -91,7 +99,8 @@ class Registration:
     transform : SimpleITK.Transform
         Maps fixed-image points (LPS mm) to moving-image points (ITK convention).
     metric : float
-        Final Mattes mutual information at full resolution (lower is better).
+        Final value of the metric (lower is better): Mattes mutual information; for PET to MR,
+        sampled on the PET's uptake core (see :func:`register_pet_to_mr`).
     fixed_grid : dict
         ``shape``, ``spacing``, ``origin``, ``direction`` of the fixed image (default output
         grid of :meth:`apply`).
@@ -466,25 +475,30 @@ def _focus_mask(pet: Volume, image: sitk.Image, fraction: float, margin_mm: floa
     return sitk.BinaryDilate(hot, radius)
 
 
-def _crop_around(volume: Volume, mask: sitk.Image, margin_mm: float) -> Volume:
-    """``volume`` cropped to the box covering the non-zero voxels of ``mask`` + ``margin_mm``.
-
-    ``mask`` may be on any grid; the box is computed in patient space (LPS mm). The volume is
-    returned whole when the box covers it or misses it.
-    """
+def _mask_corners(mask: sitk.Image) -> np.ndarray | None:
+    """Corners (LPS mm, 8 × 3) of the box of the non-zero voxels of ``mask``; None if empty."""
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(sitk.Cast(mask > 0, sitk.sitkUInt8))
     if not stats.HasLabel(1):
-        return volume
+        return None
     x0, y0, z0, nx, ny, nz = stats.GetBoundingBox(1)
     # corners of the box (voxel edges) in the mask's (x, y, z) index space, then LPS mm
-    corners = [
-        mask.TransformContinuousIndexToPhysicalPoint((x, y, z))
-        for x in (x0 - 0.5, x0 + nx - 0.5)
-        for y in (y0 - 0.5, y0 + ny - 0.5)
-        for z in (z0 - 0.5, z0 + nz - 0.5)
-    ]
-    index = volume.world_to_index(np.asarray(corners))
+    return np.array(
+        [
+            mask.TransformContinuousIndexToPhysicalPoint((x, y, z))
+            for x in (x0 - 0.5, x0 + nx - 0.5)
+            for y in (y0 - 0.5, y0 + ny - 0.5)
+            for z in (z0 - 0.5, z0 + nz - 0.5)
+        ]
+    )
+
+
+def _crop_to(volume: Volume, points: np.ndarray, margin_mm: float) -> Volume:
+    """``volume`` cropped to the box (on its grid) covering ``points`` (LPS mm) + ``margin_mm``.
+
+    The volume is returned whole when the box covers it or misses it.
+    """
+    index = volume.world_to_index(np.asarray(points, dtype=float))
     pad = margin_mm / np.asarray(volume.spacing)
     lo = np.maximum(np.floor(index.min(axis=0) - pad).astype(int), 0)
     hi = np.minimum(np.ceil(index.max(axis=0) + pad).astype(int) + 1, volume.shape)
@@ -493,6 +507,132 @@ def _crop_around(volume: Volume, mask: sitk.Image, margin_mm: float) -> Volume:
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
     origin = volume.index_to_world(lo.astype(float))
     return Volume(volume.array[box], volume.spacing, origin, volume.direction, volume.meta)
+
+
+def _crop_around(volume: Volume, mask: sitk.Image, margin_mm: float) -> Volume:
+    """``volume`` cropped to the box covering the non-zero voxels of ``mask`` + ``margin_mm``.
+
+    ``mask`` may be on any grid; the box is computed in patient space (LPS mm). The volume is
+    returned whole when the box covers it or misses it.
+    """
+    corners = _mask_corners(mask)
+    return volume if corners is None else _crop_to(volume, corners, margin_mm)
+
+
+def _uptake_core(pet: Volume, image: sitk.Image) -> sitk.Image:
+    """PET voxels above half-way from the tissue background to the peak: the graft's core.
+
+    The peak is the 99.9th percentile, the background the median of the voxels above 10 % of
+    it (the arm's tissue, mostly muscle), so the core stays the graft's for a low graft to
+    muscle ratio too.
+    """
+    values = pet.array
+    top = float(np.percentile(values, 99.9))
+    tissue = values[values > 0.1 * top]
+    if not top > 0 or tissue.size == 0:
+        raise RegistrationError(
+            "the PET shows no uptake to register",
+            tag="pet",
+            value={"percentile_99_9": top},
+            hint="check the PET series (all voxels zero or negative)",
+        )
+    level = 0.5 * (float(np.median(tissue)) + top)
+    return sitk.BinaryThreshold(image, level, math.inf, 1, 0)
+
+
+def _pet_fwhm(pet: Volume, fwhm_mm: float | None) -> tuple[float, str]:
+    """PET resolution (FWHM, mm) and where it came from: parameter, image, or voxel size.
+
+    The voxel size is a lower bound of the resolution: smoothing the MR less than the PET is
+    harmless, smoothing it more biases the alignment.
+    """
+    from islet_imaging.measure.pvc import fwhm_from_volume  # measure imports this module
+
+    if fwhm_mm is not None:
+        if not fwhm_mm > 0:
+            raise IsletImagingError(
+                "the PET FWHM must be positive", tag="pet_fwhm_mm", value=fwhm_mm
+            )
+        return float(fwhm_mm), "parameter"
+    recorded = fwhm_from_volume(pet)
+    if recorded is not None and recorded > 0:
+        return float(recorded), "image"
+    return float(max(pet.spacing)), "PET voxel size"
+
+
+def _core_fixed(
+    mr: Volume, core: sitk.Image, transforms: list[sitk.Transform], fwhm_mm: float
+) -> sitk.Image:
+    """The MR around the PET's uptake core, at the PET's resolution, on an isotropic grid.
+
+    The box covers the core (PET points) mapped back to the MR by each of ``transforms``
+    (MR → PET) plus 2 FWHM. The MR is smoothed by the PET's point-spread function (Gaussian of
+    ``fwhm_mm``) and resampled at FWHM / 4, so that its slice thickness and orientation no
+    longer matter.
+    """
+    corners = _mask_corners(core)
+    if corners is None:
+        raise RegistrationError("the PET's uptake core is empty", tag="pet")
+    mapped = [
+        np.array([t.GetInverse().TransformPoint(tuple(c)) for c in corners]) for t in transforms
+    ]
+    region = _crop_to(mr, np.concatenate(mapped), 2.0 * fwhm_mm)
+    smooth = sitk.SmoothingRecursiveGaussian(
+        _as_float(region, "mr"), fwhm_mm / (2 * math.sqrt(2 * math.log(2)))
+    )
+    step = fwhm_mm / 4.0
+    extent = np.asarray(smooth.GetSize()) * np.asarray(smooth.GetSpacing())
+    size = [max(4, math.ceil(e / step)) for e in extent]
+    corner = np.asarray(smooth.TransformContinuousIndexToPhysicalPoint((-0.5, -0.5, -0.5)))
+    direction = np.asarray(smooth.GetDirection()).reshape(3, 3)
+    origin = corner + direction @ np.full(3, step / 2)
+    return sitk.Resample(
+        smooth,
+        size,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        tuple(origin),
+        (step, step, step),
+        smooth.GetDirection(),
+        0.0,
+        sitk.sitkFloat32,
+    )
+
+
+def _count(mask: sitk.Image) -> int:
+    """Number of non-zero voxels of a mask."""
+    return int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
+
+
+def _refine_shift(
+    fixed: sitk.Image, moving: sitk.Image, transform: sitk.Euler3DTransform, **kw
+) -> str:
+    """Refine the translation of ``transform`` in place by a simplex search of the metric.
+
+    The rotation is kept: the uptake core is too small to fix it. The search uses metric
+    values only (Nelder-Mead): on a few thousand samples, the analytic gradient of Mattes
+    mutual information is too unreliable for a gradient descent. Returns the stop condition.
+    """
+    shift = sitk.TranslationTransform(3)
+    reg = _method(**kw)
+    reg.SetOptimizerAsAmoeba(
+        simplexDelta=1.0,
+        numberOfIterations=200,
+        parametersConvergenceTolerance=CORE_TOLERANCE_MM,
+        functionConvergenceTolerance=1e-5,
+    )
+    reg.SetMovingInitialTransform(transform)  # fixed point x -> transform(x + shift)
+    reg.SetInitialTransform(shift, inPlace=True)
+    try:
+        reg.Execute(fixed, moving)
+    except RuntimeError as exc:
+        raise RegistrationError(
+            "registration failed: the images do not overlap enough", hint=str(exc)[:200]
+        ) from exc
+    rotation = np.asarray(transform.GetMatrix()).reshape(3, 3)
+    offset = rotation @ np.asarray(shift.GetOffset())
+    transform.SetTranslation(tuple(np.asarray(transform.GetTranslation()) + offset))
+    return reg.GetOptimizerStopConditionDescription()
 
 
 def _robust_rigid(
@@ -614,17 +754,26 @@ def register_pet_to_mr(
     focus_margin_mm: float = 15.0,
     max_rotation_deg: float = 10.0,
     max_shift_mm: float = 20.0,
+    pet_fwhm_mm: float | None = None,
 ) -> Registration:
     """Rigid registration of a PET volume to the MR of the same visit.
 
-    Starts from the identity (shared frame of reference, LPS mm) and refines a rigid transform
-    by Mattes mutual information (32 bins) at 1/4 and 1/2 of the MR resolution (the PET's
-    voxels are several times coarser), on the MR cropped around the focus region; the metric
-    before and after is evaluated at full resolution. If the two series
-    declare different ``frame_of_reference_uid`` values, the robust initialisation of
-    :func:`register_to_baseline` is used instead (and the plausibility limits do not apply).
-    Use the MR on which the graft is visible (T2-weighted): along the forearm's axis the graft
-    is what fixes the PET's position.
+    Two passes, both Mattes mutual information (32 bins):
+
+    1. from the identity (shared frame of reference, LPS mm), a rigid transform at 1/4 and 1/2
+       of the MR resolution, on the MR cropped around the focus region. This fixes the
+       rotation and the position across the arm, but mutual information over that region is
+       nearly flat along the arm (a near-cylinder), and it may slide the PET by several mm;
+    2. the rotation kept, the translation is searched again (simplex, from where the shared
+       frame puts the graft) with the metric sampled only on the PET's uptake core (voxels
+       above half-way from the tissue background to the peak, + 1/2 PET voxel), against the
+       MR smoothed by the PET's point-spread function and resampled at FWHM / 4. The graft,
+       bright on T2, is what this pass matches.
+
+    The metric reported (and compared before / after) is that of the second pass. If the two
+    series declare different ``frame_of_reference_uid`` values, the robust initialisation of
+    :func:`register_to_baseline` replaces the first pass (and the plausibility limits do not
+    apply). Use the MR on which the graft is visible (T2-weighted).
 
     Parameters
     ----------
@@ -645,6 +794,11 @@ def register_pet_to_mr(
         whole overlap.
     max_rotation_deg, max_shift_mm : float
         Largest correction accepted from the shared frame of reference.
+    pet_fwhm_mm : float, optional
+        PET resolution (FWHM, mm) for the second pass. Default: recorded with the image
+        (:func:`islet_imaging.measure.pvc.fwhm_from_volume`), else the PET's largest voxel
+        size, a lower bound: smoothing the MR less than the PET is harmless, more biases the
+        result. ``info["core_pass"]`` records the value used and its source.
 
     Returns
     -------
@@ -654,7 +808,8 @@ def register_pet_to_mr(
     Raises
     ------
     RegistrationError
-        No overlap, the metric getting worse (by more than 2 %), or an implausible correction.
+        No overlap, a PET without uptake, the metric getting worse (by more than 2 %), or an
+        implausible correction.
     """
     _as_float(mr, "mr")
     moving = _as_float(pet, "pet")
@@ -687,13 +842,11 @@ def register_pet_to_mr(
         )
     elif mask is not None:
         params["moving_mask"] = mask
-    final_level = {**params, "shrink": [1], "smooth": [0.0]}
     if shared:
         transform = sitk.Euler3DTransform()
         transform.SetCenter(tuple(_centre(mr)))
         _check_overlap(mr, pet, transform)
-        initial = _evaluate(fixed, moving, transform, **final_level)
-        _, stop = _optimise(
+        _, first_stop = _optimise(
             fixed,
             moving,
             transform,
@@ -705,11 +858,7 @@ def register_pet_to_mr(
         init_info: dict[str, Any] = {"init": "identity (shared frame of reference)"}
         limits = {"max_rotation": max_rotation_deg, "max_shift": max_shift_mm}
     else:
-        try:
-            initial = _evaluate(fixed, moving, sitk.Euler3DTransform(), **final_level)
-        except RegistrationError:
-            initial = math.inf
-        transform, _, stop, init_info = _robust_rigid(
+        transform, _, first_stop, init_info = _robust_rigid(
             fixed,
             moving,
             search_deg=30.0,
@@ -722,7 +871,43 @@ def register_pet_to_mr(
         )
         init_info["init"] += " (frames of reference differ)"
         limits = {"max_rotation": 180.0, "max_shift": math.inf}
-    final = _evaluate(fixed, moving, transform, **final_level)
+    # final pass, the one that pins the PET along the arm: mutual information sampled on the
+    # PET's uptake core only, against the MR at the PET's resolution
+    fwhm, fwhm_source = _pet_fwhm(pet, pet_fwhm_mm)
+    core = _uptake_core(pet, moving)
+    start = sitk.Euler3DTransform()
+    start.SetCenter(tuple(_centre(mr)))
+    # the core as seen from the MR by the shared frame and by the transform found so far
+    anchors = [start, transform] if shared else [transform]
+    core_fixed = _core_fixed(mr, core, anchors, fwhm)
+    seen = [
+        sitk.Resample(core, core_fixed, t, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        for t in anchors
+    ]
+    radius = max(1, round(CORE_MARGIN_VOXELS * max(pet.spacing) / core_fixed.GetSpacing()[0]))
+    core_metric = {
+        "bins": 32,
+        "sampling": 1.0,
+        "seed": seed,
+        "shrink": [1],
+        "smooth": [0.0],
+        "fixed_mask": sitk.BinaryDilate(functools.reduce(sitk.Or, seen), [radius] * 3),
+    }
+    if shared:
+        initial = _evaluate(core_fixed, moving, start, **core_metric)
+        # keep the first pass's rotation (fixed by the whole arm) but restart from the shared
+        # frame's position of the core: along the arm, the first pass is unreliable
+        centre = np.asarray(transform.GetCenter())
+        core_centre = _mask_corners(core).mean(axis=0)
+        rotation = np.asarray(transform.GetMatrix()).reshape(3, 3)
+        transform.SetTranslation(tuple(core_centre - centre - rotation @ (core_centre - centre)))
+    else:
+        try:
+            initial = _evaluate(core_fixed, moving, sitk.Euler3DTransform(), **core_metric)
+        except RegistrationError:
+            initial = math.inf
+    stop = _refine_shift(core_fixed, moving, transform, **core_metric)
+    final = _evaluate(core_fixed, moving, transform, **core_metric)
     summary = _summary(transform, _centre(mr))
     _check_result(initial, final, summary, what="PET to MR", tolerance=0.02, **limits)
     info = {
@@ -730,12 +915,24 @@ def register_pet_to_mr(
         "model": "rigid",
         "metric_name": "Mattes mutual information",
         "metric_initial": initial if math.isfinite(initial) else None,
+        "metric_region": "the PET's uptake core (+ 1/2 PET voxel), MR smoothed by the PET's PSF",
         "optimizer_stop": stop,
         "params": {k: v for k, v in params.items() if not k.endswith("_mask")},
         "mr_smoothing_mm": mr_smoothing_mm,
         "focus": None
         if mask is None
         else {"fraction": focus_fraction, "margin_mm": focus_margin_mm},
+        "core_pass": {
+            "pet_fwhm_mm": fwhm,
+            "pet_fwhm_source": fwhm_source,
+            "core_voxels": _count(core),
+            "start": "rotation of the first pass, core where the shared frame puts it"
+            if shared
+            else "result of the first pass",
+            "grid_mm": core_fixed.GetSpacing()[0],
+            "first_pass_stop": first_stop,
+            "optimizer": "Nelder-Mead simplex on the translation",
+        },
         **init_info,
         **summary,
         "fixed_series_uid": mr.meta.get("series_uid"),

@@ -166,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = _points(args.seed)
     polarity = "dark" if args.dark else "bright"
     sources: dict[str, Any] = {}
+    image = None  # deposits are split on the MR signal only (the PET is blurred by its PSF)
     if args.modality == "pet":
         _, suv = load_selected(
             args.sources, modality="PT", series_uid=args.series_uid, match=args.match
@@ -184,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
             args.sources, modality="MR", series_uid=args.series_uid, match=args.match
         )
         sources["mr_series_uid"] = mr.meta.get("series_uid")
+        image = mr
         reference = None
         if args.reference_center is not None:
             reference = reference_muscle_roi(
@@ -214,7 +216,11 @@ def run(args: argparse.Namespace) -> int:
                 threshold=args.threshold,
             )
     labels = split_deposits(
-        mask, min_volume_mm3=args.min_volume_mm3, separate_touching=not args.no_split
+        mask,
+        image=image,
+        polarity=polarity,
+        min_volume_mm3=args.min_volume_mm3,
+        separate_touching=not args.no_split,
     )
     write_volume(labels, out, overwrite=args.overwrite)
     volumes = object_volumes_ml(labels)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_multiotsu, threshold_otsu
-from skimage.morphology import h_maxima
+from skimage.morphology import h_maxima, local_maxima, reconstruction
 from skimage.segmentation import watershed
 
 from islet_imaging.errors import SegmentationError
@@ -688,23 +688,44 @@ def segment_graft_mr_pet_guided(
 NECK_RATIO = 0.75
 
 
-def _merge_shallow(parts: np.ndarray, distance: np.ndarray) -> np.ndarray:
-    """Merge adjacent watershed parts joined by a wide neck (see :data:`NECK_RATIO`)."""
-    n = int(parts.max())
-    peaks = ndi.maximum(distance, parts, np.arange(n + 1))
+#: Two parts of a deposit component are separate deposits on the image when the dimmer part's
+#: peak stands at least ``1 - BRIDGE_FRACTION`` of the component's contrast (its level minus the
+#: local muscle level) above the saddle of the signal between them: the saddle lies below
+#: :data:`BRIDGE_FRACTION` of the way from the muscle to the peak, a partial-volume bridge
+#: across a gap between two deposits, not their full-signal interior.
+BRIDGE_FRACTION = 0.8
+
+_FACES = [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
+#: the 13 "forward" offsets of the 26-neighbourhood (each neighbour pair once)
+_NEIGHBOURS = [tuple(i - 1 for i in o) for o in np.ndindex(3, 3, 3) if o > (1, 1, 1)]
+
+
+def _saddles(
+    parts: np.ndarray, height: np.ndarray, offsets: Sequence[tuple[int, int, int]]
+) -> dict[tuple[int, int], float]:
+    """Highest ``min(height)`` over the neighbour pairs (``offsets``) joining two parts."""
     saddle: dict[tuple[int, int], float] = {}
-    for axis in range(3):
-        a = np.moveaxis(parts, axis, 0)
-        d = np.moveaxis(distance, axis, 0)
-        left, right = a[:-1], a[1:]
+    for offset in offsets:
+        a = tuple(
+            slice(max(0, -o), n - max(0, o)) for o, n in zip(offset, parts.shape, strict=True)
+        )
+        b = tuple(
+            slice(max(0, o), n - max(0, -o)) for o, n in zip(offset, parts.shape, strict=True)
+        )
+        left, right = parts[a], parts[b]
         touch = (left != right) & (left > 0) & (right > 0)
         pairs = np.stack(
             [np.minimum(left[touch], right[touch]), np.maximum(left[touch], right[touch])], 1
         )
-        values = np.minimum(d[:-1][touch], d[1:][touch])
-        for (p, q), value in zip(map(tuple, pairs), values, strict=True):
-            saddle[(p, q)] = max(saddle.get((p, q), 0.0), float(value))
-    parent = list(range(n + 1))
+        values = np.minimum(height[a][touch], height[b][touch])
+        for (p, q), value in zip(map(tuple, pairs.tolist()), values.tolist(), strict=True):
+            saddle[(p, q)] = max(saddle.get((p, q), -np.inf), value)
+    return saddle
+
+
+def _merged(parts: np.ndarray, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """``parts`` with the parts of each pair merged, relabelled 1..m in order of first label."""
+    parent = list(range(int(parts.max()) + 1))
 
     def find(x: int) -> int:
         while parent[x] != x:
@@ -712,35 +733,120 @@ def _merge_shallow(parts: np.ndarray, distance: np.ndarray) -> np.ndarray:
             x = parent[x]
         return x
 
-    for (p, q), value in saddle.items():
-        if value > NECK_RATIO * min(peaks[p], peaks[q]):
-            parent[find(p)] = find(q)
-    roots = np.array([find(x) for x in range(n + 1)])
+    for p, q in pairs:
+        parent[find(p)] = find(q)
+    roots = np.array([find(x) for x in range(len(parent))])
     _, relabel = np.unique(roots, return_inverse=True)
     return relabel.astype(np.int32)[parts]
+
+
+def _merge_shallow(parts: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """Merge adjacent watershed parts joined by a wide neck (see :data:`NECK_RATIO`)."""
+    peaks = ndi.maximum(distance, parts, np.arange(int(parts.max()) + 1))
+    saddle = _saddles(parts, distance, _FACES)
+    return _merged(
+        parts,
+        [(p, q) for (p, q), v in saddle.items() if v > NECK_RATIO * min(peaks[p], peaks[q])],
+    )
+
+
+def _split_by_shape(this: np.ndarray, spacing: Sequence[float], depth: float) -> np.ndarray:
+    """Watershed parts of the distance map of ``this`` (see :func:`split_deposits`)."""
+    distance = ndi.distance_transform_edt(this, sampling=spacing)
+    markers, count = ndi.label(h_maxima(distance, depth), structure=np.ones((3, 3, 3)))
+    if count < 2:
+        return this.astype(np.int32)
+    return _merge_shallow(watershed(-distance, markers, mask=this), distance)
+
+
+def _split_by_signal(
+    this: np.ndarray,
+    signal: np.ndarray,
+    muscle: np.ndarray,
+    spacing: Sequence[float],
+    min_voxels: float,
+) -> np.ndarray:
+    """Parts of one component separated by partial-volume bridges of the signal.
+
+    ``signal`` is the image (negated for dark grafts) on the crop of ``this``, ``muscle`` the
+    crop's voxels where the local muscle level ``b`` is measured (median; a shell around the
+    component). With ``h = (1 − BRIDGE_FRACTION)·(level − b)`` (``level``: 90th percentile
+    of the component), the cores are the regional maxima of the reconstruction of
+    ``signal − h`` under ``signal``: around each peak standing at least ``h`` above the
+    saddle to a higher one, the voxels within ``h`` of it (equal peaks joined above that
+    level are one core). The other voxels (rims, bridges) go to the nearest core (watershed
+    of the distance to the cores, 26-connected), so the parts' union is the component and a
+    dimmer deposit keeps its rim next to a brighter one. A part smaller than ``min_voxels``
+    is merged into the neighbour it shares the highest saddle of the signal with.
+    """
+    parts = this.astype(np.int32)
+    if muscle.sum() < 10:
+        return parts
+    inside = signal[this]
+    background = float(np.median(signal[muscle]))
+    contrast = float(np.percentile(inside, LEVEL_PCT)) - background
+    if contrast <= 0:
+        return parts
+    height = np.where(this, signal, inside.min()).astype(np.float64)
+    full = np.ones((3, 3, 3), bool)
+    dome = reconstruction(height - (1 - BRIDGE_FRACTION) * contrast, height, footprint=full)
+    cores, count = ndi.label(local_maxima(dome, footprint=full) & this, structure=full)
+    if count < 2:
+        return parts
+    away = ndi.distance_transform_edt(cores == 0, sampling=spacing)
+    parts = watershed(away, cores, mask=this, connectivity=full).astype(np.int32)
+    while parts.max() > 1:
+        sizes = np.bincount(parts.ravel())
+        small = int(np.argmin(np.where(np.arange(sizes.size) > 0, sizes, np.inf)))
+        if sizes[small] >= min_voxels:
+            break
+        saddle = {k: v for k, v in _saddles(parts, height, _NEIGHBOURS).items() if small in k}
+        parts = _merged(parts, [max(saddle, key=saddle.get)])
+    return parts
 
 
 def split_deposits(
     mask: Volume,
     *,
+    image: Volume | None = None,
+    polarity: Polarity | str = Polarity.BRIGHT,
     min_volume_mm3: float = 10.0,
     separate_touching: bool = True,
     split_depth_mm: float | None = None,
 ) -> Volume:
     """Label the deposits of a graft mask.
 
-    Deposits are the 26-connected components. With ``separate_touching``, a component whose
-    distance map (mm, computed with the physical voxel spacing) has several maxima standing
-    more than ``split_depth_mm`` above the saddle between them is cut along the watershed of
-    the distance map; two parts are merged back unless the saddle is at most
-    :data:`NECK_RATIO` of the smaller part's maximum (touching spheres become two deposits; a
-    single elongated ellipsoid stays one).
+    Deposits are the 26-connected components. With ``separate_touching``:
+
+    1. With ``image``, a component is first cut where its signal shows a partial-volume
+       bridge between deposits that are apart (a gap thinner than a voxel keeps them in one
+       component): a maximum of the signal seeds its own part when it stands at least
+       ``1 −`` :data:`BRIDGE_FRACTION` of the component's contrast above the saddle joining
+       it to a higher maximum. The contrast is the component's level (90th percentile) minus
+       the local muscle level (median of the image in a shell
+       :data:`BACKGROUND_SHELL_MM` around it, graft voxels left out), the same levels the
+       MR delineation places edges with. The voxels within that fraction of a seed's peak
+       are its core; every other voxel (rims, bridges) goes to the nearest core, so the
+       deposits' union is still the mask; a part smaller than ``min_volume_mm3`` goes back to
+       the neighbour it shares the highest saddle with.
+       Dark grafts (``polarity='dark'``) are handled on the negated signal.
+    2. A component (or part) whose distance map (mm, computed with the physical voxel
+       spacing) has several maxima standing more than ``split_depth_mm`` above the saddle
+       between them is cut along the watershed of the distance map; two parts are merged back
+       unless the saddle is at most :data:`NECK_RATIO` of the smaller part's maximum
+       (touching spheres become two deposits; a single elongated ellipsoid stays one).
+
     Deposits below ``min_volume_mm3`` are dropped. Labels are 1..n by decreasing volume.
 
     Parameters
     ----------
     mask : Volume
         Boolean (or label) graft mask.
+    image : Volume, optional
+        The image the mask was delineated on (same grid). Without it, step 1 is skipped.
+    polarity : Polarity or str
+        ``'bright'`` (default) or ``'dark'``: whether the graft is brighter or darker than
+        muscle on ``image``.
     min_volume_mm3 : float
         Smallest deposit kept, in mm³.
     separate_touching : bool
@@ -754,29 +860,46 @@ def split_deposits(
     Volume
         int32 label map, ``meta['kind'] = 'mask'``, ``meta['method'] = 'deposits_watershed'``
         or ``'deposits_components'``, ``meta['parameters']``.
+
+    Raises
+    ------
+    SegmentationError
+        ``image`` not on the mask's grid, or an unknown ``polarity``.
     """
+    polarity = as_enum(Polarity, polarity, "polarity")
+    signal = None
+    if image is not None:
+        check_same_grid(mask, image, "image")
+        sign = 1.0 if polarity is Polarity.BRIGHT else -1.0
+        signal = sign * np.asarray(image.array, dtype=np.float32)
     binary = mask.array.astype(bool)
     # components are labelled in the box of the mask only (same labels, in the same order)
     box = nonzero_box(binary) or tuple(slice(0, 0) for _ in mask.shape)
     labels = np.zeros(mask.shape, np.int32)
     labels[box], n = label_components(binary[box])
     depth = float(max(mask.spacing)) if split_depth_mm is None else float(split_depth_mm)
+    voxel_mm3 = float(np.prod(mask.spacing))
     if separate_touching and n:
+        inner, outer = BACKGROUND_SHELL_MM
+        margin = [1, 1, 1] if signal is None else _margin(mask.spacing, outer)
         out = np.zeros(mask.shape, np.int32)
         next_label = 1
         for index, slices in enumerate(ndi.find_objects(labels), start=1):
-            crop = _crop(slices, mask.shape, [1, 1, 1])
+            crop = _crop(slices, mask.shape, margin)
             this = labels[crop] == index
-            distance = ndi.distance_transform_edt(this, sampling=mask.spacing)
-            markers, count = ndi.label(h_maxima(distance, depth), structure=np.ones((3, 3, 3)))
-            parts = this.astype(np.int32)
-            if count > 1:
-                parts = _merge_shallow(watershed(-distance, markers, mask=this), distance)
+            pieces = this.astype(np.int32)
+            if signal is not None:
+                away = ndi.distance_transform_edt(~this, sampling=mask.spacing)
+                muscle = (away > inner) & (away <= outer) & ~binary[crop]
+                pieces = _split_by_signal(
+                    this, signal[crop], muscle, mask.spacing, min_volume_mm3 / voxel_mm3
+                )
             region = out[crop]
-            region[parts > 0] = parts[parts > 0] + next_label - 1
-            next_label += max(int(parts.max()), 1)
+            for piece in range(1, int(pieces.max()) + 1):
+                parts = _split_by_shape(pieces == piece, mask.spacing, depth)
+                region[parts > 0] = parts[parts > 0] + next_label - 1
+                next_label += max(int(parts.max()), 1)
         labels = out
-    voxel_mm3 = float(np.prod(mask.spacing))
     counts = np.bincount(labels[box].ravel(), minlength=1)
     counts[0] = 0
     order = [
@@ -793,7 +916,10 @@ def split_deposits(
         "separate_touching": separate_touching,
         "split_depth_mm": depth,
         "connectivity": 26,
+        "signal_split": signal is not None,
     }
+    if signal is not None:
+        params.update(polarity=polarity.value, bridge_fraction=BRIDGE_FRACTION)
     method = "deposits_watershed" if separate_touching else "deposits_components"
     meta = {
         **{k: v for k, v in mask.meta.items() if k not in ("method", "parameters")},

@@ -220,7 +220,7 @@ def _labels_from_mask(
     """Deposit labels on the MR grid from a stored or automatic mask, with its provenance.
 
     A mask holding several labels keeps them (a person's split of the deposits); a binary mask
-    is split by :func:`~islet_imaging.segment.graft.split_deposits`.
+    is split by :func:`~islet_imaging.segment.graft.split_deposits` (on the MR signal too).
     """
     from islet_imaging.register import resample_like
     from islet_imaging.segment.graft import split_deposits
@@ -237,7 +237,7 @@ def _labels_from_mask(
         labels = mr.with_array(mask.array.astype(np.int32))
         return labels.as_mask(method="stored_labels", parameters={}, **provenance)
     binary = mr.with_array(mask.array > 0).as_mask()
-    labels = split_deposits(binary, min_volume_mm3=options.min_deposit_mm3)
+    labels = split_deposits(binary, image=mr, min_volume_mm3=options.min_deposit_mm3)
     return labels.with_meta(**provenance)
 
 

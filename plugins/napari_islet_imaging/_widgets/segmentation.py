@@ -139,9 +139,12 @@ def segment(
         )
     if split:
         min_volume = float(params.get("min_volume_mm3", 0.0))
-        mask = split_deposits(mask, min_volume_mm3=min_volume).with_meta(
-            method=mask.meta.get("method"), parameters=mask.meta.get("parameters")
-        )
+        # on the MR signal too (the PET is blurred by its PSF: its deposits by shape only)
+        image = None if context.pet else context.image
+        polarity = params.get("polarity", "bright")
+        mask = split_deposits(
+            mask, image=image, polarity=polarity, min_volume_mm3=min_volume
+        ).with_meta(method=mask.meta.get("method"), parameters=mask.meta.get("parameters"))
     return mask
 
 

@@ -134,7 +134,7 @@ def bench_visit(repeat: int = 3) -> dict:
             suv = step("suv", to_suv, pet)
             reg = step("register", register_pet_to_mr, suv, mr)
             mask = step("segment", segment_graft_mr, mr)
-            labels = step("deposits", split_deposits, mask)
+            labels = step("deposits", split_deposits, mask, image=mr)
             reference = step("reference_roi", reference_muscle_roi, mr, graft=mask)
             table = step(
                 "measure",

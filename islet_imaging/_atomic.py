@@ -57,9 +57,32 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.replace(tmp, final)
+        if overwrite:
+            os.replace(tmp, final)
+        else:
+            _rename_no_clobber(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _rename_no_clobber(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` to ``final`` unless ``final`` exists, checked atomically.
+
+    A hard link fails if ``final`` exists, so a file another writer created since the check at
+    the start of :func:`atomic_path` is never replaced. File systems without hard links fall
+    back to check-then-rename.
+    """
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise IsletImagingError(
+            "refusing to overwrite a file written meanwhile by another process",
+            path=final,
+            hint="choose another name or pass overwrite=True",
+        ) from None
+    except OSError:  # no hard links here (e.g. FAT, some network shares)
+        refuse_existing(final)
+        os.replace(tmp, final)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:

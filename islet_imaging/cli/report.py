@@ -14,6 +14,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("dir", help="study workspace folder")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     add_report_options(parser)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into OUT even if it holds files other than an earlier report",
+    )
     parser.set_defaults(func=run)
 
 
@@ -28,6 +33,11 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from islet_imaging.report.html import write_report
 
-    files = write_report(args.dir, args.output, include_identifiers=args.include_identifiers)
+    files = write_report(
+        args.dir,
+        args.output,
+        include_identifiers=args.include_identifiers,
+        overwrite=args.overwrite,
+    )
     print(f"report: {files.index} ({len(files.patients)} patient page(s))")
     return 0

@@ -27,6 +27,9 @@ sequence item):
   BurnedInAnnotation=YES is refused (pixel data are not cleaned).
 * PatientIdentityRemoved = YES, LongitudinalTemporalInformationModified = MODIFIED,
   DeidentificationMethod is set.
+* File meta: MediaStorageSOPInstanceUID is the new SOPInstanceUID; only the elements describing
+  the encoding and the implementation are kept (AE titles and presentation addresses of the
+  sending and receiving systems, private information are removed); the preamble is zeroed.
 
 Geometry (positions, orientation, spacing), pixel data, rescale and PET quantification tags
 (Units, CorrectedImage, DecayCorrection, RadiopharmaceuticalInformationSequence doses and
@@ -47,6 +50,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -810,6 +814,19 @@ _DUMMY = {
     "UT": "",
 }
 _MAX_SHIFT_DAYS = 3650
+#: file meta elements kept; the others (AE titles, presentation addresses of the sending and
+#: receiving systems, private information) can identify the institution and are removed
+_FILE_META_KEPT = frozenset(
+    {
+        "FileMetaInformationGroupLength",
+        "FileMetaInformationVersion",
+        "MediaStorageSOPClassUID",
+        "MediaStorageSOPInstanceUID",
+        "TransferSyntaxUID",
+        "ImplementationClassUID",
+        "ImplementationVersionName",
+    }
+)
 
 
 class Deidentifier:
@@ -888,10 +905,12 @@ class Deidentifier:
             meta = copy.deepcopy(ds.file_meta)
             if "MediaStorageSOPInstanceUID" in meta:
                 meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
-            for keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle"):
-                if keyword in meta:
-                    del meta[keyword]
+            for elem in list(meta):  # AE titles, presentation addresses, private information
+                if elem.keyword not in _FILE_META_KEPT:
+                    del meta[elem.tag]
             out.file_meta = meta
+        if getattr(ds, "preamble", None):  # free bytes (e.g. a TIFF header): not cleaned
+            out.preamble = b"\0" * 128
         return out
 
     def _clean(self, ds: Dataset, shift: int) -> None:
@@ -954,10 +973,14 @@ def _default_action(elem) -> Action:
 
 
 def _shift_da(value: str, days: int) -> str:
+    """``value`` shifted by ``days``; a value that is not a valid date is emptied."""
     text = value.strip()
     if len(text) < 8 or not text[:8].isdigit():
         return ""
-    shifted = parse_da(text[:8]) + dt.timedelta(days=days)
+    try:
+        shifted = parse_da(text[:8]) + dt.timedelta(days=days)
+    except (ValueError, OverflowError):  # e.g. month 13: not a date, cannot be kept
+        return ""
     return shifted.strftime("%Y%m%d")
 
 
@@ -1035,9 +1058,10 @@ def export_deidentified(
     """De-identify every DICOM file under ``src`` into ``out`` (inputs are never modified).
 
     Files are written atomically as ``out/<pseudonym>/<study UID>/<series UID>/<SOP UID>.dcm``
-    (new UIDs); an existing file is never overwritten (:class:`IsletImagingError`). Non-DICOM
-    files are listed in ``report.skipped``, files refused (burned-in annotation) in
-    ``report.refused``.
+    (new UIDs); an existing file is never overwritten. Non-DICOM files are listed in
+    ``report.skipped``; files refused (burned-in annotation, truncated or corrupt, or whose
+    target already exists: a duplicate instance or an earlier export) in ``report.refused``,
+    and the export goes on.
 
     Parameters
     ----------
@@ -1066,6 +1090,9 @@ def export_deidentified(
         except (pydicom.errors.InvalidDicomError, OSError) as exc:
             report.skipped.append((path, f"not DICOM: {type(exc).__name__}"))
             continue
+        except (EOFError, struct.error, ValueError):  # the message may quote values: not kept
+            report.refused.append((path, "truncated or corrupt DICOM: data elements unreadable"))
+            continue
         if "SOPInstanceUID" not in ds:
             report.skipped.append((path, "no SOPInstanceUID (DICOMDIR or not a stored instance)"))
             continue
@@ -1082,6 +1109,9 @@ def export_deidentified(
             / str(clean.get("SeriesInstanceUID", "noseries"))
             / f"{clean.SOPInstanceUID}.dcm"
         )
+        if target.exists():  # a duplicate instance in ``src``, or an earlier export
+            report.refused.append((path, f"not overwriting the exported file {target}"))
+            continue
         write_object(clean, target)
         report.written.append(target)
     report.patients = len(patients)

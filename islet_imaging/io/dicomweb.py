@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 import tomllib
 import urllib.parse
 from collections.abc import Iterable, Sequence
@@ -50,12 +51,17 @@ _ENV = {"url": "ISLET_PACS_URL", "user": "ISLET_PACS_USER", "password": "ISLET_P
 
 @dataclasses.dataclass(frozen=True)
 class PacsConfig:
-    """Where the DICOMweb service is and how to log in (the password never appears in repr)."""
+    """Where the DICOMweb service is and how to log in (the password never appears in repr).
+
+    ``timeout_s`` bounds the wait for each answer; a request that fails or times out is tried
+    ``attempts`` times in all (exponential back-off from 1 s) before a :class:`PacsError`.
+    """
 
     url: str
     user: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
     timeout_s: float = 60.0
+    attempts: int = 3
 
     def __repr__(self) -> str:
         auth = f", user={self.user!r}, password=***" if self.user else ""
@@ -76,12 +82,25 @@ class PacsConfig:
 
 
 def _split_url_credentials(url: str) -> tuple[str, str | None, str | None]:
-    parts = urllib.parse.urlsplit(url)
+    """``(url without credentials, user, password)``; the URL is never echoed in errors."""
+    malformed = PacsError(
+        "the PACS URL cannot be parsed (not shown: it may hold a password)",
+        tag="url (ISLET_PACS_URL)",
+        hint="percent-encode special characters of a user or password written in the URL "
+        "(# as %23, / as %2F, ? as %3F), or set ISLET_PACS_USER / ISLET_PACS_PASSWORD",
+    )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise malformed from None
     if parts.username is None and parts.password is None:
+        if "@" in url:  # e.g. user:pa#ss@host: the password would stay in the URL
+            raise malformed
         return url.rstrip("/"), None, None
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    if port:
+        host = f"{host}:{port}"
     clean = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     user = urllib.parse.unquote(parts.username) if parts.username else None
     password = urllib.parse.unquote(parts.password) if parts.password else None
@@ -113,7 +132,11 @@ def load_pacs_config(
             ) from None
         section = data.get("pacs", data)
         values.update(
-            {k: section[k] for k in ("url", "user", "password", "timeout_s") if k in section}
+            {
+                k: section[k]
+                for k in ("url", "user", "password", "timeout_s", "attempts")
+                if k in section
+            }
         )
     for key, var in _ENV.items():
         if env.get(var):
@@ -131,6 +154,7 @@ def load_pacs_config(
         user=values.get("user") or url_user,
         password=values.get("password") or url_password,
         timeout_s=float(values.get("timeout_s", 60.0)),
+        attempts=int(values.get("attempts", 3)),
     )
 
 
@@ -146,8 +170,8 @@ class _Client:
         session = requests.Session()
         if config.user:
             session.auth = (config.user, config.password or "")
-        self._client = DICOMwebClient(url=config.url, session=session)
-        self._timeout = config.timeout_s
+        self._client = DICOMwebClient(url=config.url, session=session, timeout=config.timeout_s)
+        self._client.set_http_retry_params(max_attempts=max(1, config.attempts))
 
     def call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
         import requests
@@ -286,6 +310,26 @@ def search_series(
     return sorted(series, key=lambda s: (s["number"] is None, s["number"] or 0, s["series_uid"]))
 
 
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _file_name_uid(uid: Any, tag: str) -> str:
+    """``uid`` if it is a valid DICOM UID (digits and dots), safe as a file name; else refuse.
+
+    Folder and file names of pulled series come from UIDs (given or sent by the server): a
+    value such as ``../x`` must not write outside the output folder.
+    """
+    text = str(uid or "")
+    if len(text) > 64 or not _UID.fullmatch(text):
+        raise PacsError(
+            "not a valid DICOM UID (digits and dots, at most 64 characters)",
+            tag=tag,
+            value=text[:80],
+            hint="check the UID given, or the data the server sent",
+        )
+    return text
+
+
 def pull_series(
     pacs: PacsConfig | _Client | None = None,
     *,
@@ -298,7 +342,7 @@ def pull_series(
     Instances already present (same file name) are kept, so an interrupted pull resumes.
     """
     client = _as_client(pacs)
-    folder = Path(out_dir) / series_uid
+    folder = Path(out_dir) / _file_name_uid(series_uid, "SeriesInstanceUID")
     datasets = client.call(
         "series retrieve",
         "retrieve_series",
@@ -311,7 +355,7 @@ def pull_series(
         )
     paths = []
     for ds in datasets:
-        target = folder / f"{ds.SOPInstanceUID}.dcm"
+        target = folder / f"{_file_name_uid(ds.get('SOPInstanceUID'), 'SOPInstanceUID')}.dcm"
         if not target.exists():
             write_object(ds, target)
         paths.append(target)

@@ -30,6 +30,7 @@ import pandas as pd
 
 from islet_imaging import __version__
 from islet_imaging._atomic import write_bytes_atomic, write_text_atomic
+from islet_imaging.errors import IsletImagingError
 from islet_imaging.report import figures
 from islet_imaging.study.longitudinal import DEFAULT_LIMITS, ChangeLimit, longitudinal_table
 from islet_imaging.study.workspace import Workspace
@@ -50,6 +51,7 @@ KEY_METRICS: dict[str, str] = {
     "mr_ratio_to_reference": "MR / muscle",
     "mr_cnr": "MR CNR",
 }
+_MARKER = ".islet-imaging-report"  # marks a folder written by write_report
 _VOLUME_METRICS = {"volume": "Graft volume", "deposit_count": "Deposits"}
 _SUV_METRICS = {"suv_max": "SUVmax", "suv_mean": "SUVmean", "suv_peak": "SUVpeak"}
 
@@ -208,6 +210,7 @@ def write_report(
     *,
     include_identifiers: bool = False,
     limits: Sequence[tuple[str, ChangeLimit]] = DEFAULT_LIMITS,
+    overwrite: bool = False,
 ) -> ReportFiles:
     """Write the cohort and per-patient HTML reports and the data exports of a workspace.
 
@@ -216,24 +219,38 @@ def write_report(
     workspace
         An open :class:`Workspace` or its folder.
     out_dir
-        Output folder (created; report files in it are replaced atomically).
+        Output folder: new, empty (but for the workspace), or an earlier report (its files are
+        replaced atomically).
     include_identifiers
         Show patient name, PatientID and birth date (read from the DICOM files) on the pages.
         Off by default; the CSV/Parquet exports never contain them.
     limits
         Repeatability limits for the change flags (see :mod:`islet_imaging.study.longitudinal`).
+    overwrite
+        Also write into a folder that holds other files (``index.html``, ``data/*.csv``... of
+        the same names are then replaced).
 
     Returns
     -------
     ReportFiles
         Paths of the cohort page, the patient pages and the exports.
+
+    Raises
+    ------
+    IsletImagingError
+        If ``out_dir`` holds files but is not an earlier report, and ``overwrite`` is False.
     """
     if not isinstance(workspace, Workspace):
         with Workspace.open(workspace) as opened:
             return write_report(
-                opened, out_dir, include_identifiers=include_identifiers, limits=limits
+                opened,
+                out_dir,
+                include_identifiers=include_identifiers,
+                limits=limits,
+                overwrite=overwrite,
             )
     out = Path(out_dir)
+    _check_output_folder(out, workspace, overwrite=overwrite)
     visits = workspace.visits()
     visits["days"] = visits["days_since_implantation"].where(
         visits["days_since_implantation"].notna(),
@@ -355,7 +372,23 @@ def write_report(
         generated=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
     )
     index_path = write_text_atomic(out / "index.html", index, overwrite=True)
+    write_text_atomic(out / _MARKER, f"islet-imaging {__version__} report\n", overwrite=True)
     return ReportFiles(index=index_path, patients=patient_pages, data=data)
+
+
+def _check_output_folder(out: Path, workspace: Workspace, *, overwrite: bool) -> None:
+    """Refuse to write into a folder holding other files than an earlier report (the workspace
+    itself may live in it, as in ``islet-imaging run --workspace OUT/ws --report OUT``)."""
+    if overwrite or not out.is_dir() or (out / _MARKER).is_file():
+        return
+    workspace_root = Path(workspace.root).resolve()
+    if any(entry.resolve() != workspace_root for entry in out.iterdir()):
+        raise IsletImagingError(
+            "the report folder holds other files, which the report could replace",
+            path=out,
+            tag="out_dir",
+            hint="choose a new or empty folder, or pass overwrite=True (--overwrite)",
+        )
 
 
 def _limit_text(limit: ChangeLimit) -> str:

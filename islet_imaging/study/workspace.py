@@ -592,16 +592,16 @@ class Workspace:
                 visit_id, added = self._ensure_visit(db, patient_ids[pid], entry)
                 counts["visits_added"] += added
                 counts[self._upsert_series(db, visit_id, entry)] += 1
-            for key, date in dates.items():
+            for key, (date, where) in dates.items():
                 hit = db.execute(
                     "SELECT id FROM patients WHERE key_hash=? OR pseudo_id=?",
                     (self._key_hash(key), key),
                 ).fetchone()
                 if hit is None and key != "*":
+                    # the identifier itself is not repeated: it may be a DICOM PatientID
                     raise WorkspaceError(
-                        "implantation date given for a patient that is not in the study",
+                        f"implantation date given for a patient that is not in the study ({where})",
                         tag="patient_id",
-                        value=key,
                         hint="check the patient_id column of the implantation CSV",
                     )
                 targets = patient_ids.values() if key == "*" else [hit["id"]]
@@ -1129,14 +1129,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _implantation_map(implantation: Any) -> dict[str, str]:
-    """Normalise the ``implantation`` option to ``{patient key: ISO date}`` (``*`` = all)."""
+def _implantation_map(implantation: Any) -> dict[str, tuple[str, str]]:
+    """Normalise the ``implantation`` option to ``{patient key: (ISO date, where given)}``
+    (``*`` = all). ``where`` names the CSV line or mapping entry, never the patient key (it may
+    be a DICOM PatientID, which must not appear in error messages)."""
     if implantation is None:
         return {}
     if isinstance(implantation, Mapping):
         return {
-            str(k): _parse_date(v, what=f"implantation date of {k}")
-            for k, v in implantation.items()
+            str(k): (
+                _parse_date(v, what=f"implantation date (entry {n} of the mapping)"),
+                f"entry {n} of the mapping",
+            )
+            for n, (k, v) in enumerate(implantation.items(), start=1)
         }
     if isinstance(implantation, Path) or (
         isinstance(implantation, str) and implantation.lower().endswith(".csv")
@@ -1155,13 +1160,17 @@ def _implantation_map(implantation: Any) -> dict[str, str]:
                     hint="give a header line 'patient_id,implantation_date'",
                 )
             return {
-                row["patient_id"].strip(): _parse_date(
-                    row["implantation_date"], what=f"implantation_date ({path.name})"
+                row["patient_id"].strip(): (
+                    _parse_date(
+                        row["implantation_date"],
+                        what=f"implantation_date ({path.name} line {reader.line_num})",
+                    ),
+                    f"{path.name} line {reader.line_num}",
                 )
                 for row in reader
                 if row["patient_id"] and row["patient_id"].strip()
             }
-    return {"*": _parse_date(implantation, what="implantation_date")}
+    return {"*": (_parse_date(implantation, what="implantation_date"), "implantation_date")}
 
 
 _KNOWN = ("object", "label", "metric", "value", "unit", "method")

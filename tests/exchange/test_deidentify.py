@@ -237,9 +237,13 @@ def test_suv_is_unchanged(source, exported):
 
 
 def test_never_overwrites_and_cli(source, exported, tmp_path, capsys):
-    out, _ = exported
-    with pytest.raises(IsletImagingError, match="refusing to overwrite"):
-        export_deidentified(source / "V0", out, key=KEY)
+    out, first = exported
+    before = {p: p.read_bytes() for p in first.written}
+    again = export_deidentified(source / "V0", out, key=KEY)  # every target exists: refused
+    assert again.written == []
+    assert again.refused
+    assert all("not overwriting" in r for _, r in again.refused)
+    assert {p: p.read_bytes() for p in first.written} == before
     with pytest.raises(IsletImagingError, match="inside the input"):
         export_deidentified(source, source / "out", key=KEY)
     burned = pydicom.dcmread(next((source / "test" / "mr").iterdir()))
@@ -289,3 +293,49 @@ def test_phi_removed_and_quantitation_kept_explicitly(source, exported):
     assert philips[0x09].value == philips0[0x09].value
     ge, ge0 = (d.private_block(0x0009, "GEMS_PETD_01")[0x0D].value for d in (new, orig))
     assert ge == _shift(ge0, days)
+
+
+# pydicom warns about the invalid date written and read on purpose here
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
+def test_corrupt_files_duplicates_and_bad_dates_do_not_stop_the_export(exchange_series, tmp_path):
+    mr = sorted(exchange_series["mr"])
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(mr[0], src / "a.dcm")
+    shutil.copy(mr[0], src / "b_same_instance.dcm")  # a duplicate instance
+    data = mr[1].read_bytes()
+    cut = data.index(b"\xe0\x7f\x10\x00OW") + 10  # inside the length of PixelData
+    (src / "c_truncated.dcm").write_bytes(data[:cut])
+    bad = pydicom.dcmread(mr[2])
+    bad.SeriesDate = "20241399"  # not a date
+    bad.save_as(src / "d_bad_date.dcm")
+    shutil.copy(mr[3], src / "e_last.dcm")
+    report = export_deidentified(src, tmp_path / "out", key=KEY)
+    refused = {p.name: reason for p, reason in report.refused}
+    assert set(refused) == {"b_same_instance.dcm", "c_truncated.dcm"}
+    assert "not overwriting" in refused["b_same_instance.dcm"]
+    assert "truncated or corrupt" in refused["c_truncated.dcm"]
+    assert len(report.written) == 3  # a, d (date emptied) and e: the export went on
+    deid = Deidentifier(KEY)
+    by_sop = {pydicom.dcmread(p).SOPInstanceUID: pydicom.dcmread(p) for p in report.written}
+    assert by_sop[deid.map_uid(bad.SOPInstanceUID)].SeriesDate == ""
+
+
+def test_file_meta_and_preamble_carry_nothing_identifying(exchange_series, tmp_path):
+    ds = pydicom.dcmread(sorted(exchange_series["mr"])[0])
+    ds.preamble = b"II*\0 DOE^JANE St Elsewhere".ljust(128, b"\0")  # e.g. a TIFF header
+    ds.file_meta.SourceApplicationEntityTitle = "ELSEWHERE_MR1"
+    ds.file_meta.ReceivingApplicationEntityTitle = "ELSEWHERE_PACS"
+    ds.file_meta.SourcePresentationAddress = "https://mr1.elsewhere.example"
+    ds.file_meta.PrivateInformationCreatorUID = "1.2.3.4"
+    ds.file_meta.PrivateInformation = b"DOE^JANE"
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "mr.dcm")
+    (path,) = export_deidentified(tmp_path / "in", tmp_path / "out", key=KEY).written
+    data = path.read_bytes()
+    for text in (b"DOE", b"ELSEWHERE", b"elsewhere"):
+        assert text not in data
+    new = pydicom.dcmread(path)
+    assert new.preamble == b"\0" * 128
+    assert new.file_meta.MediaStorageSOPInstanceUID == new.SOPInstanceUID
+    assert new.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID

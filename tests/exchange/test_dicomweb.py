@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +182,58 @@ def test_pacs_round_trip_with_pipeline(pacs_env, phantom_study, tmp_path, capsys
     assert read_sr(sr_back).equals(read_sr(sr_path))
     assert set(read_sr(sr_back)["metric"]) >= {"volume", "suv_max", "suv_mean", "suv_peak"}
     assert Path(sr_back).parent.name == sr_series["series_uid"]
+
+
+def test_badly_encoded_url_credentials_are_refused_without_echo():
+    for url in (
+        "http://bob:p#ss-secret@127.0.0.1:8042/dicom-web",  # '#' not percent-encoded
+        "http://bob:pa/ss-secret@127.0.0.1:8042/dicom-web",  # '/' not percent-encoded
+        "http://bob:ss-secret@127.0.0.1:port/dicom-web",  # bad port
+    ):
+        with pytest.raises(PacsError, match="cannot be parsed") as info:
+            dicomweb.load_pacs_config(None, env={"ISLET_PACS_URL": url})
+        assert "ss-secret" not in str(info.value)
+        assert info.value.__context__ is None or info.value.__suppress_context__
+
+
+class _FakeClient(dicomweb._Client):
+    """A client answering WADO-RS retrieve with given datasets (no server)."""
+
+    def __init__(self, datasets):
+        self.config = dicomweb.PacsConfig(url="http://127.0.0.1:1/dicom-web")
+        self._datasets = datasets
+
+    def call(self, what, method, *args, **kwargs):
+        return self._datasets
+
+
+def test_pull_never_writes_outside_the_output_folder(tmp_path):
+    out = tmp_path / "a" / "out"
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.SOPClassUID = pydicom.uid.MRImageStorage
+    ds.add(  # as a misbehaving server may send it (set without pydicom's validation warning)
+        pydicom.DataElement(
+            0x00080018, "UI", "../../../escaped", validation_mode=pydicom.config.IGNORE
+        )
+    )
+    with pytest.raises(PacsError, match="SOPInstanceUID"):
+        dicomweb.pull_series(_FakeClient([ds]), study_uid="1.2", series_uid="1.2.3", out_dir=out)
+    with pytest.raises(PacsError, match="SeriesInstanceUID"):
+        dicomweb.pull_series(_FakeClient([]), study_uid="1.2", series_uid="../x", out_dir=out)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_stalled_pacs_times_out_with_a_clear_error():
+    """A server that accepts the connection and never answers: PacsError after timeout_s."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()  # the kernel completes the handshake; nobody ever reads or answers
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/dicom-web"
+        config = dicomweb.PacsConfig(url=url, timeout_s=0.5, attempts=1)
+        start = time.monotonic()
+        with pytest.raises(PacsError, match="Timeout") as info:
+            dicomweb.search_studies(config, patient_id="ISLET-001")
+        assert time.monotonic() - start < 10
+    assert info.value.path == url

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from islet_imaging.cli import main
+from islet_imaging.errors import IsletImagingError
 from islet_imaging.report.html import write_report
 from islet_imaging.study.workspace import Workspace
 
@@ -118,3 +120,37 @@ def test_report_rewrites_atomically(workspace: Workspace, tmp_path: Path) -> Non
     write_report(workspace, tmp_path / "out")
     write_report(workspace, tmp_path / "out")
     assert not [p for p in (tmp_path / "out").rglob(".*tmp*")]
+
+
+def test_report_never_replaces_other_files_unless_asked(workspace: Workspace, tmp_path: Path):
+    folder = tmp_path / "website"
+    (folder / "data").mkdir(parents=True)
+    (folder / "index.html").write_text("my own page")
+    (folder / "data" / "runs.csv").write_text("my own table")
+    with pytest.raises(IsletImagingError, match="holds other files") as info:
+        write_report(workspace, folder)
+    assert str(folder) in str(info.value)
+    assert (folder / "index.html").read_text() == "my own page"
+    assert (folder / "data" / "runs.csv").read_text() == "my own table"
+    assert sorted(p.name for p in folder.rglob("*")) == ["data", "index.html", "runs.csv"]
+    args = ["report", str(workspace.root), "-o", str(folder)]
+    assert main(args) == 2
+    assert (folder / "index.html").read_text() == "my own page"
+    assert main([*args, "--overwrite"]) == 0
+    assert "Islet graft study" in (folder / "index.html").read_text()
+    write_report(workspace, folder)  # now a report folder: rewritten without asking
+
+
+def test_report_next_to_its_workspace(tmp_path: Path, tiny_cohort: Path) -> None:
+    """``islet-imaging run --workspace OUT/workspace --report OUT``: a folder holding only the
+    workspace takes the report (and later its rewrite); one more file of the user's does not."""
+    out = tmp_path / "out"
+    with Workspace.init(out / "workspace") as ws:
+        ws.import_paths([tiny_cohort], implantation="2024-01-01")
+        (out / "notes.txt").write_text("mine")
+        with pytest.raises(IsletImagingError, match="holds other files"):
+            write_report(ws, out)
+        (out / "notes.txt").unlink()
+        write_report(ws, out)
+        write_report(ws, out)
+    assert (out / "index.html").is_file()

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from _tiny_cohort import PATIENTS, write_tiny_cohort
 
-from islet_imaging.errors import WorkspaceError
+from islet_imaging._atomic import atomic_path, write_text_atomic
+from islet_imaging.errors import IsletImagingError, WorkspaceError
 from islet_imaging.study.workspace import (
     SCHEMA_VERSION,
     MaskOrigin,
@@ -105,9 +106,14 @@ def test_implantation_dates_from_csv(tmp_path: Path, tiny_cohort: Path) -> None:
         ws.import_paths([tiny_cohort], implantation=csv)
         assert list(ws.visits()["days_since_implantation"]) == [5, 96, 187, 7, 189]
         bad = tmp_path / "bad.csv"
-        bad.write_text("patient_id,implantation_date\nNOBODY,2024-01-01\n")
-        with pytest.raises(WorkspaceError, match="not in the study"):
+        bad.write_text("patient_id,implantation_date\nP001,2024-01-01\nHOSP-99999,2024-01-01\n")
+        with pytest.raises(WorkspaceError, match="not in the study") as info:
             ws.import_paths([tiny_cohort], implantation=bad)
+        assert "bad.csv line 3" in str(info.value)  # where, without the (DICOM) patient ID
+        assert "HOSP-99999" not in str(info.value)
+        with pytest.raises(WorkspaceError, match="not a date") as info:
+            ws.import_paths([tiny_cohort], implantation={PATIENTS[0][0]: "yesterday"})
+        assert PATIENTS[0][0] not in str(info.value)
         with pytest.raises(WorkspaceError, match="not a date"):
             ws.set_implantation_date("P001", "yesterday")
 
@@ -237,3 +243,17 @@ def test_two_processes_writing_at_once_stay_consistent(ws: Workspace) -> None:
     assert all(v.path.is_file() for v in versions)
     assert len(ws.runs()) == 24
     assert ws._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_atomic_write_never_replaces_a_file_created_meanwhile(tmp_path: Path) -> None:
+    target = tmp_path / "mask.nii.gz"
+    writing = atomic_path(target)
+    tmp = writing.__enter__()
+    tmp.write_text("mine")
+    target.write_text("theirs")  # another writer finished first
+    with pytest.raises(IsletImagingError, match="refusing to overwrite"):
+        writing.__exit__(None, None, None)
+    assert target.read_text() == "theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["mask.nii.gz"]  # no temporary left
+    write_text_atomic(target, "replaced on purpose", overwrite=True)
+    assert target.read_text() == "replaced on purpose"

@@ -20,6 +20,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -261,7 +262,7 @@ def write_report(
     )
     measurements = workspace.measurements()
     table = longitudinal_table(measurements, visits, deposits=workspace.deposits(), limits=limits)
-    runs = workspace.runs()
+    runs = workspace.runs().assign(reason=lambda r: r["reason"].map(_file_names_only))
     data = _write_exports(out, measurements, table, runs)
 
     def save_png(name: str, png: bytes | None) -> str | None:
@@ -358,6 +359,7 @@ def write_report(
             )
     status = workspace.status()
     problems = status.visits[status.visits["state"].isin(["failed", "interrupted", "new", "stale"])]
+    problems = problems.assign(reason=problems["reason"].map(_file_names_only))
     index = _TEMPLATES.get_template("cohort.html").render(
         title="Islet graft study",
         patients=cohort_rows,
@@ -409,6 +411,19 @@ def _deposit_rows(table: pd.DataFrame) -> list[dict]:
         }
         for r in rows.sort_values(["object", "days"]).itertuples()
     ]
+
+
+_FOLDERS = re.compile(r"""(?:(?<=^)|(?<=[\s'"(=]))(?:[A-Za-z]:)?(?:[/\\][^/\\:'"\n]+)+[/\\]""")
+
+
+def _file_names_only(reason: object) -> object:
+    """``reason`` with the folders of every absolute path left out: folder names are often
+    patient names, and reports leave the hospital's file system.
+
+    >>> _file_names_only("DicomSeriesError: /data/Jane Doe/PET/IM12.dcm: [0018,1074] missing")
+    'DicomSeriesError: IM12.dcm: [0018,1074] missing'
+    """
+    return _FOLDERS.sub("", reason) if isinstance(reason, str) else reason
 
 
 def _run_rows(runs: pd.DataFrame) -> list[dict]:

@@ -154,3 +154,17 @@ def test_report_next_to_its_workspace(tmp_path: Path, tiny_cohort: Path) -> None
         write_report(ws, out)
         write_report(ws, out)
     assert (out / "index.html").is_file()
+
+
+def test_failure_reasons_in_the_report_carry_no_folder_names(workspace: Workspace, tmp_path):
+    visit = int(workspace.visits()["visit_id"].iloc[-1])
+    folder = "/hospital/exports/DOE^JANE 19600101/PET"
+    workspace.fail_run(
+        workspace.start_run(visit), f"DicomSeriesError: {folder}/IM0042.dcm: [0054,1001] missing"
+    )
+    files = write_report(workspace, tmp_path / "out")
+    texts = [p.read_text() for p in (tmp_path / "out").rglob("*") if p.suffix in {".html", ".csv"}]
+    assert not any("DOE^JANE" in t or "hospital" in t for t in texts)
+    assert "IM0042.dcm: [0054,1001] missing" in files.index.read_text()
+    assert "IM0042.dcm: [0054,1001] missing" in files.data["runs_csv"].read_text()
+    assert folder in workspace.runs()["reason"].iloc[-1]  # the catalogue keeps the full path

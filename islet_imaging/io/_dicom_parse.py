@@ -98,6 +98,10 @@ _SHORT_VRS = frozenset(bytes((a, b)) for a in range(65, 91) for b in range(65, 9
 _NOT_DECODED = object()
 
 
+class _CutShort(Exception):
+    """The buffer ends inside an element, a sequence or an item (read more, or truncated)."""
+
+
 class UnsupportedHeader(Exception):
     """The fast walker cannot read this file; use pydicom instead (not an error by itself)."""
 
@@ -215,7 +219,7 @@ def _skip_undefined(buf: bytes, pos: int, explicit: bool) -> int:
             pos += length
             continue
         pos = _skip_dataset(buf, pos, explicit)
-    raise UnsupportedHeader("sequence runs past the end of the buffer")
+    raise _CutShort
 
 
 def _skip_dataset(buf: bytes, pos: int, explicit: bool) -> int:
@@ -229,7 +233,7 @@ def _skip_dataset(buf: bytes, pos: int, explicit: bool) -> int:
             pos = _skip_undefined(buf, pos, explicit and vr != b"UN")
         else:
             pos += length
-    raise UnsupportedHeader("item runs past the end of the buffer")
+    raise _CutShort
 
 
 def _element_header(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes, int, int]:
@@ -241,7 +245,7 @@ def _element_header(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes, i
         vr = buf[pos + 4 : pos + 6]
         if vr in _LONG_VRS:
             if pos + 12 > len(buf):
-                raise UnsupportedHeader(f"element header cut off at offset {pos}")
+                raise _CutShort
             return tag, vr, _I.unpack_from(buf, pos + 8)[0], pos + 12
         if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
             raise UnsupportedHeader(f"invalid VR {vr!r} at offset {pos}")
@@ -264,7 +268,7 @@ def parse_header(buf: bytes, *, stop_after: int = PIXEL_DATA) -> Header:
     UnsupportedHeader
         If the file needs pydicom (no preamble, big endian, deflate, malformed lengths).
     """
-    if len(buf) < 144 or buf[128:132] != b"DICM":
+    if len(buf) < 132 or buf[128:132] != b"DICM":
         raise UnsupportedHeader("no DICM preamble")
     header = Header()
     values = header.values
@@ -272,13 +276,15 @@ def parse_header(buf: bytes, *, stop_after: int = PIXEL_DATA) -> Header:
     end = len(buf)
     # File meta information: always explicit VR little endian
     while pos + 8 <= end and _H.unpack_from(buf, pos)[0] == 0x0002:
-        if buf[pos + 4 : pos + 6] in _LONG_VRS and pos + 12 > end:
+        try:
+            tag, _vr, length, value_pos = _element_header(buf, pos, True)
+        except _CutShort:
             break
-        tag, _vr, length, pos = _element_header(buf, pos, True)
         if length == _UNDEFINED:
             raise UnsupportedHeader("bad file meta element")
-        if pos + length > end:
+        if value_pos + length > end:
             break
+        pos = value_pos
         if tag == 0x00020010:
             header.transfer_syntax = buf[pos : pos + length].decode("ascii").strip(" \x00")
         pos += length
@@ -336,7 +342,11 @@ def parse_header(buf: bytes, *, stop_after: int = PIXEL_DATA) -> Header:
         if length == _UNDEFINED:
             if tag in keywords:  # functional groups: keep the position, pydicom parses them
                 values[keywords[tag]] = b""
-            pos = _skip_undefined(buf, pos, explicit and vr != b"UN")
+            try:
+                pos = _skip_undefined(buf, pos, explicit and vr != b"UN")
+            except _CutShort:
+                pos = start
+                break
             continue
         if pos + length > end:
             break

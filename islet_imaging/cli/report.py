@@ -14,11 +14,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("dir", help="study workspace folder")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     add_report_options(parser)
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="write into OUT even if it holds files other than an earlier report",
-    )
     parser.set_defaults(func=run)
 
 
@@ -27,6 +22,11 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
         "--include-identifiers",
         action="store_true",
         help="show patient names, IDs and birth dates (read from DICOM) on the HTML pages",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write the report into a folder holding other files (same-named files replaced)",
     )
 
 

@@ -34,14 +34,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from islet_imaging.report.html import write_report
+    from islet_imaging.report.html import check_report_folder, write_report
     from islet_imaging.study.workspace import Workspace
 
     with Workspace.init(args.workspace, exist_ok=True) as ws:
+        check_report_folder(args.report, ws.root, overwrite=args.overwrite)  # before the batch
         summary = ws.import_paths(args.paths, implantation=implantation_option(args))
         print(f"imported: {summary}")
         batch = run_batch_from_args(ws, args)
         print(batch)
-        files = write_report(ws, args.report, include_identifiers=args.include_identifiers)
+        files = write_report(
+            ws, args.report, include_identifiers=args.include_identifiers, overwrite=args.overwrite
+        )
     print(f"report: {files.index}")
     return 1 if batch.failed else 0

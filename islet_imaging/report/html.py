@@ -251,7 +251,8 @@ def write_report(
                 overwrite=overwrite,
             )
     out = Path(out_dir)
-    _check_output_folder(out, workspace, overwrite=overwrite)
+    check_report_folder(out, workspace.root, overwrite=overwrite)
+    write_text_atomic(out / _MARKER, f"islet-imaging {__version__} report\n", overwrite=True)
     visits = workspace.visits()
     visits["days"] = visits["days_since_implantation"].where(
         visits["days_since_implantation"].notna(),
@@ -374,23 +375,32 @@ def write_report(
         generated=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
     )
     index_path = write_text_atomic(out / "index.html", index, overwrite=True)
-    write_text_atomic(out / _MARKER, f"islet-imaging {__version__} report\n", overwrite=True)
     return ReportFiles(index=index_path, patients=patient_pages, data=data)
 
 
-def _check_output_folder(out: Path, workspace: Workspace, *, overwrite: bool) -> None:
-    """Refuse to write into a folder holding other files than an earlier report (the workspace
-    itself may live in it, as in ``islet-imaging run --workspace OUT/ws --report OUT``)."""
+def check_report_folder(out: str | os.PathLike, workspace_root: Path, *, overwrite: bool) -> None:
+    """Refuse a report folder holding anything but an earlier report or the workspace.
+
+    ``out`` may be new, empty, an earlier report (its marker file), or hold only the workspace
+    the report is made from (``islet-imaging run --workspace OUT/ws --report OUT``).
+
+    Raises
+    ------
+    IsletImagingError
+        Naming ``out``, unless ``overwrite``.
+    """
+    out = Path(out)
     if overwrite or not out.is_dir() or (out / _MARKER).is_file():
         return
-    workspace_root = Path(workspace.root).resolve()
-    if any(entry.resolve() != workspace_root for entry in out.iterdir()):
-        raise IsletImagingError(
-            "the report folder holds other files, which the report could replace",
-            path=out,
-            tag="out_dir",
-            hint="choose a new or empty folder, or pass overwrite=True (--overwrite)",
-        )
+    workspace_root = Path(workspace_root).resolve()
+    for entry in out.iterdir():
+        if entry.resolve() != workspace_root and entry.resolve() not in workspace_root.parents:
+            raise IsletImagingError(
+                "the report folder holds other files, which the report could replace",
+                path=out,
+                tag="out_dir",
+                hint="choose a new or empty folder, or pass overwrite=True (--overwrite)",
+            )
 
 
 def _limit_text(limit: ChangeLimit) -> str:

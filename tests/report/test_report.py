@@ -142,15 +142,18 @@ def test_report_never_replaces_other_files_unless_asked(workspace: Workspace, tm
 
 
 def test_report_next_to_its_workspace(tmp_path: Path, tiny_cohort: Path) -> None:
-    """``islet-imaging run --workspace OUT/workspace --report OUT``: a folder holding only the
-    workspace takes the report (and later its rewrite); one more file of the user's does not."""
+    """``islet-imaging run --workspace OUT/work/ws --report OUT``: a folder holding only the
+    workspace takes the report (and later its rewrite); one more file of the user's does not,
+    and ``run`` says so before importing or processing anything."""
     out = tmp_path / "out"
-    with Workspace.init(out / "workspace") as ws:
-        ws.import_paths([tiny_cohort], implantation="2024-01-01")
-        (out / "notes.txt").write_text("mine")
-        with pytest.raises(IsletImagingError, match="holds other files"):
-            write_report(ws, out)
+    (out / "work").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    args = ["run", str(tiny_cohort), "--workspace", str(out / "work" / "ws"), "--report", str(out)]
+    assert main([*args, "--workers", "0"]) == 2
+    with Workspace.open(out / "work" / "ws") as ws:
+        assert ws.visits().empty  # refused before the import
         (out / "notes.txt").unlink()
+        ws.import_paths([tiny_cohort], implantation="2024-01-01")
         write_report(ws, out)
         write_report(ws, out)
     assert (out / "index.html").is_file()

@@ -4,7 +4,8 @@ A worker writes its files (the automatic mask under ``masks/``, transforms and p
 ``runs/<token>/``, atomic-write temporaries) *before* the client commits its run; when the run is
 killed or fails, no catalogue row ever references them. :func:`remove_orphans` deletes them.
 
-The rule — a file under ``masks/`` or ``runs/`` is removed only when all three hold:
+The rule — a file under ``runs/``, or an automatic mask under ``masks/`` (``auto-*``, written by
+pipeline workers, and its atomic-write temporaries), is removed only when all three hold:
 
 1. **no batch can be running**: after runs whose process is gone are marked ``interrupted``,
    no run of the catalogue is still ``running`` (a live process, or a run started on another
@@ -19,8 +20,10 @@ The rule — a file under ``masks/`` or ``runs/`` is removed only when all three
    right now, a batch that started meanwhile, a late write of a worker that outlived its
    client) is kept. With no interrupted or failed run, nothing is removed.
 
-Run folders left empty are removed too; mask folders are kept (a person may save into them at
-any time). :func:`~islet_imaging.study.batch.run_batch` applies this at its start;
+A person's mask versions (``v-*``, :meth:`Workspace.save_mask`) are never removed: a save
+renames its file into place before the catalogue row is committed, and a cleanup in between
+must not take it. Run folders left empty are removed too; mask folders are kept (a person may
+save into them at any time). :func:`~islet_imaging.study.batch.run_batch` applies this at its start;
 ``islet-imaging study cleanup DIR [--dry-run]`` applies it on demand.
 """
 
@@ -129,10 +132,12 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 def _managed_files(root: Path) -> Iterator[Path]:
+    """Files of ``runs/`` and the automatic masks (with their temporaries) of ``masks/``."""
     for name in MANAGED_FOLDERS:
         for folder, _, files in os.walk(root / name):
             for file in files:
-                yield (Path(folder) / file).resolve()
+                if name == "runs" or file.startswith(("auto-", ".auto-")):
+                    yield (Path(folder) / file).resolve()
 
 
 def _prune_run_folder(folder: Path, runs: Path) -> None:

@@ -72,7 +72,9 @@ def test_cleanup_removes_only_files_of_a_killed_run(
         orphan_run = _write(root / "runs" / "0003-killed" / "pet_to_mr.tfm")
         orphan_sidecar = _write(root / "runs" / "0003-killed" / "pet_to_mr.json")
         orphans = {orphan_mask, orphan_tmp, orphan_run, orphan_sidecar}
-        referenced = {human.path, auto, preview, tfm, sidecar}
+        # a person's save renamed into place, its catalogue row not yet committed: never taken
+        saving = _write(ws.new_mask_path(1, prefix="v"))
+        referenced = {human.path, auto, preview, tfm, sidecar, saving}
         _age(*orphans, *referenced, seconds=30)
         before = {p: p.read_bytes() for p in referenced}
 

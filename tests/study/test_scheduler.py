@@ -18,7 +18,7 @@ from islet_imaging.study.workspace import Workspace
 def cluster():
     """A cheap external cluster: one in-process worker with one thread."""
     with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
     ) as running:
         yield running
 

@@ -21,8 +21,8 @@ import io
 import json
 import os
 import re
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePath
 from typing import Any
 
 import jinja2
@@ -263,7 +263,8 @@ def write_report(
     )
     measurements = workspace.measurements()
     table = longitudinal_table(measurements, visits, deposits=workspace.deposits(), limits=limits)
-    runs = workspace.runs().assign(reason=lambda r: r["reason"].map(_file_names_only))
+    scrub = _FolderScrubber(f for files in workspace.series()["files"] for f in files)
+    runs = workspace.runs().assign(reason=lambda r: r["reason"].map(scrub))
     data = _write_exports(out, measurements, table, runs)
 
     def save_png(name: str, png: bytes | None) -> str | None:
@@ -360,7 +361,7 @@ def write_report(
             )
     status = workspace.status()
     problems = status.visits[status.visits["state"].isin(["failed", "interrupted", "new", "stale"])]
-    problems = problems.assign(reason=problems["reason"].map(_file_names_only))
+    problems = problems.assign(reason=problems["reason"].map(scrub))
     index = _TEMPLATES.get_template("cohort.html").render(
         title="Islet graft study",
         patients=cohort_rows,
@@ -423,17 +424,38 @@ def _deposit_rows(table: pd.DataFrame) -> list[dict]:
     ]
 
 
-_FOLDERS = re.compile(r"""(?:(?<=^)|(?<=[\s'"(=]))(?:[A-Za-z]:)?(?:[/\\][^/\\:'"\n]+)+[/\\]""")
+# an absolute path's folders (POSIX, drive letter or UNC) up to its last separator; folder
+# names may hold spaces, apostrophes and colons, but never end in a space or hold ": "
+_FOLDERS = re.compile(
+    r"""(?:(?<=^)|(?<=[\s'"(=]))(?:[A-Za-z]:|[/\\])?"""
+    r"""(?:[/\\](?:[^/\\\n:]|:(?! ))*(?:[^/\\\s:]|:(?! )))+[/\\]"""
+)
 
 
-def _file_names_only(reason: object) -> object:
-    """``reason`` with the folders of every absolute path left out: folder names are often
-    patient names, and reports leave the hospital's file system.
+class _FolderScrubber:
+    """Leaves the folders out of the paths in a text: folder names are often patient names,
+    and reports leave the hospital's file system.
 
-    >>> _file_names_only("DicomSeriesError: /data/Jane Doe/PET/IM12.dcm: [0018,1074] missing")
+    Folders of the files the workspace catalogued are removed exactly (longest first); any
+    other absolute path loses everything up to its last separator.
+
+    >>> scrub = _FolderScrubber(["/data/O'Brien: Mary/PET/IM12.dcm"])
+    >>> scrub("DicomSeriesError: /data/O'Brien: Mary/PET/IM12.dcm: [0018,1074] missing")
     'DicomSeriesError: IM12.dcm: [0018,1074] missing'
+    >>> scrub("cannot read /x/Jane Doe/a.dcm and /y/John Roe/b.dcm: stop")
+    'cannot read a.dcm and b.dcm: stop'
     """
-    return _FOLDERS.sub("", reason) if isinstance(reason, str) else reason
+
+    def __init__(self, files: Iterable[str]) -> None:
+        folders = {str(parent) for f in files for parent in PurePath(f).parents}
+        self._known = sorted((f for f in folders if len(PurePath(f).parts) > 1), key=len)[::-1]
+
+    def __call__(self, text: object) -> object:
+        if not isinstance(text, str):
+            return text
+        for folder in self._known:
+            text = text.replace(folder + os.sep, "")
+        return _FOLDERS.sub("", text)
 
 
 def _run_rows(runs: pd.DataFrame) -> list[dict]:

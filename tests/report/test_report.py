@@ -171,3 +171,10 @@ def test_failure_reasons_in_the_report_carry_no_folder_names(workspace: Workspac
     assert "IM0042.dcm: [0054,1001] missing" in files.index.read_text()
     assert "IM0042.dcm: [0054,1001] missing" in files.data["runs_csv"].read_text()
     assert folder in workspace.runs()["reason"].iloc[-1]  # the catalogue keeps the full path
+    # a catalogued file: its folders go exactly, whatever characters they hold
+    catalogued = Path(workspace.series()["files"].iloc[0][0])
+    workspace.fail_run(workspace.start_run(visit), f"GeometryError: {catalogued}: gap")
+    write_report(workspace, tmp_path / "out")
+    runs_csv = files.data["runs_csv"].read_text()
+    assert f"GeometryError: {catalogued.name}: gap" in runs_csv
+    assert str(catalogued.parent) not in runs_csv

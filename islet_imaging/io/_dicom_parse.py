@@ -348,7 +348,8 @@ def parse_header(buf: bytes, *, stop_after: int = PIXEL_DATA) -> Header:
                 pos = start
                 break
             continue
-        if pos + length > end:
+        if pos + length > end:  # the value runs past the buffer (even when none of it is here)
+            pos = start
             break
         if tag in keywords:
             values[keywords[tag]] = buf[pos : pos + length]

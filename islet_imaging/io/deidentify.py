@@ -50,20 +50,22 @@ import hashlib
 import hmac
 import os
 import secrets
-import struct
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.pixels.utils import get_expected_length
 from pydicom.tag import Tag
 from pydicom.uid import UID_dictionary
 
 from islet_imaging import __version__
 from islet_imaging.errors import IsletImagingError
 from islet_imaging.io._dicom_datetime import parse_da
-from islet_imaging.io._dicom_files import write_object
+from islet_imaging.io._dicom_files import NotDicomError, ZipReader, read_dicom_file, write_object
 
 __all__ = [
     "PROFILE",
@@ -1061,7 +1063,9 @@ def export_deidentified(
     (new UIDs); an existing file is never overwritten. Non-DICOM files are listed in
     ``report.skipped``; files refused (burned-in annotation, truncated or corrupt, or whose
     target already exists: a duplicate instance or an earlier export) in ``report.refused``,
-    and the export goes on.
+    and the export goes on. A file cut exactly between two elements reads as a shorter valid
+    object: it is refused if it is an image without pixel data, and skipped if the cut comes
+    before its SOPInstanceUID.
 
     Parameters
     ----------
@@ -1084,35 +1088,114 @@ def export_deidentified(
     deid = Deidentifier(key if key else secrets.token_bytes(32))
     report = ExportReport()
     patients = set()
-    for path in _iter_files(src):
-        try:
-            ds = pydicom.dcmread(path)
-        except (pydicom.errors.InvalidDicomError, OSError) as exc:
-            report.skipped.append((path, f"not DICOM: {type(exc).__name__}"))
-            continue
-        except (EOFError, struct.error, ValueError):  # the message may quote values: not kept
-            report.refused.append((path, "truncated or corrupt DICOM: data elements unreadable"))
-            continue
-        if "SOPInstanceUID" not in ds:
-            report.skipped.append((path, "no SOPInstanceUID (DICOMDIR or not a stored instance)"))
-            continue
-        try:
-            clean = deid.deidentify(ds)
-        except IsletImagingError as exc:
-            report.refused.append((path, exc.message))
-            continue
-        patients.add(clean.PatientID)
-        target = (
-            out
-            / str(clean.PatientID)
-            / str(clean.get("StudyInstanceUID", "nostudy"))
-            / str(clean.get("SeriesInstanceUID", "noseries"))
-            / f"{clean.SOPInstanceUID}.dcm"
-        )
-        if target.exists():  # a duplicate instance in ``src``, or an earlier export
-            report.refused.append((path, f"not overwriting the exported file {target}"))
-            continue
-        write_object(clean, target)
-        report.written.append(target)
+    with closing(ZipReader()) as reader:
+        for path in _iter_files(src):
+            try:
+                ds = pydicom.dcmread(path)
+            except pydicom.errors.InvalidDicomError:
+                report.skipped.append((path, "not DICOM: InvalidDicomError"))
+                continue
+            except OSError as exc:  # unreadable, or pydicom found no element where one is due
+                if (cut := _cut(path, reader)) is not None:
+                    report.refused.append((path, f"{_DAMAGED}: {cut}"))
+                else:
+                    report.skipped.append((path, f"not DICOM: {type(exc).__name__}"))
+                continue
+            except Exception:  # pydicom raises many types on damaged files; messages quote values
+                report.refused.append((path, f"{_DAMAGED}: data elements unreadable"))
+                continue
+            damage = _damage(path, ds, reader)
+            if damage is not None:
+                report.refused.append((path, f"{_DAMAGED}: {damage}"))
+                continue
+            if "SOPInstanceUID" not in ds:
+                report.skipped.append(
+                    (path, "no SOPInstanceUID (DICOMDIR or not a stored instance)")
+                )
+                continue
+            try:
+                clean = deid.deidentify(ds)
+            except IsletImagingError as exc:
+                report.refused.append((path, exc.message))
+                continue
+            patients.add(clean.PatientID)
+            target = (
+                out
+                / str(clean.PatientID)
+                / str(clean.get("StudyInstanceUID", "nostudy"))
+                / str(clean.get("SeriesInstanceUID", "noseries"))
+                / f"{clean.SOPInstanceUID}.dcm"
+            )
+            if target.exists():  # a duplicate instance in ``src``, or an earlier export
+                report.refused.append((path, f"not overwriting the exported file {target}"))
+                continue
+            write_object(clean, target)
+            report.written.append(target)
     report.patients = len(patients)
     return report
+
+
+_DAMAGED = "truncated or corrupt DICOM"
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: storage classes that are not named "... Image Storage" but hold pixel data
+_PIXEL_CLASSES = frozenset({"Segmentation Storage", "Parametric Map Storage"})
+
+
+def _bad_element(ds: Dataset) -> str | None:
+    """Why an element of ``ds`` (also inside sequences) is cut or cannot be decoded, or None."""
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        if (
+            isinstance(raw, RawDataElement)
+            and raw.value is not None
+            and raw.length != 0xFFFFFFFF  # undefined length
+            and len(raw.value) < raw.length
+        ):
+            return f"element {tag} has {len(raw.value)} of its {raw.length} bytes"
+        try:
+            elem = ds[tag]
+        except Exception:  # pydicom decodes lazily and raises many types
+            return f"element {tag} cannot be decoded"
+        if elem.VR == "SQ":
+            for item in elem.value:
+                if (bad := _bad_element(item)) is not None:
+                    return bad
+    return None
+
+
+def _cut(path: Path, reader: ZipReader) -> str | None:
+    """Where the file is cut, if the fast walker finds it ends inside an element or the pixels."""
+    try:
+        read_dicom_file(str(path), reader, headers_only=True)
+    except NotDicomError as exc:
+        return str(exc) if str(exc).startswith("truncated file") else None
+    return None
+
+
+def _damage(path: Path, ds: Dataset, reader: ZipReader) -> str | None:
+    """Why the file read as ``ds`` is cut or corrupt (naming tags, never quoting values), or None.
+
+    pydicom reads a cut file leniently and decodes values lazily: the elements after the cut
+    are missing and the last one may be short. Cuts inside an element or inside the pixel data
+    are found by :func:`_cut` and by the element lengths; a cut between two elements shows as
+    an image without pixel data.
+    """
+    cut = _cut(path, reader)
+    if cut is not None:
+        return f"{cut}; last element read {list(ds.keys())[-1]}" if len(ds) else cut
+    bad = _bad_element(ds)
+    if bad is not None:
+        return bad
+    if "PixelData" in ds and not ds.file_meta.TransferSyntaxUID.is_compressed:
+        try:
+            expected = get_expected_length(ds, "bytes")
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return "PixelData (7FE0,0010) without the image attributes that size it"
+        if len(ds.PixelData) < expected:
+            return f"PixelData (7FE0,0010) has {len(ds.PixelData)} bytes, {expected} needed"
+    name = UID_dictionary.get(ds.get("SOPClassUID"), ("",))[0]
+    if ("Image Storage" in name or name in _PIXEL_CLASSES) and not any(
+        k in ds for k in _PIXEL_KEYWORDS
+    ):
+        return f"no PixelData (7FE0,0010) in an instance of {name}"
+    return None

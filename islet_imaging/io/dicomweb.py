@@ -53,8 +53,10 @@ _ENV = {"url": "ISLET_PACS_URL", "user": "ISLET_PACS_USER", "password": "ISLET_P
 class PacsConfig:
     """Where the DICOMweb service is and how to log in (the password never appears in repr).
 
-    ``timeout_s`` bounds the wait for each answer; a request that fails or times out is tried
-    ``attempts`` times in all (exponential back-off from 1 s) before a :class:`PacsError`.
+    ``timeout_s`` bounds the wait for each answer. A request that cannot connect, times out
+    or is answered HTTP 408, 429, 503 or 504 is tried up to ``attempts`` times in all, waiting
+    2 s, 4 s, 8 s... between tries (dicomweb-client's retrying); any other HTTP error fails at
+    once. Then a :class:`PacsError` is raised.
     """
 
     url: str
@@ -153,9 +155,29 @@ def load_pacs_config(
         url=url,
         user=values.get("user") or url_user,
         password=values.get("password") or url_password,
-        timeout_s=float(values.get("timeout_s", 60.0)),
-        attempts=int(values.get("attempts", 3)),
+        timeout_s=_positive(values, "timeout_s", 60.0, float, file),
+        attempts=int(_positive(values, "attempts", 3, int, file)),
     )
+
+
+def _positive(
+    values: dict[str, Any], key: str, default: float, kind: type, file: Path
+) -> float | int:
+    """``values[key]`` (or ``default``) as a positive finite ``kind``; the value is never echoed."""
+    value = values.get(key, default)
+    try:
+        number = kind(value)
+        valid = not isinstance(value, bool) and float(value) == number and 0 < number < float("inf")
+    except (TypeError, ValueError, OverflowError):
+        valid = False
+    if not valid:
+        raise PacsError(
+            f"{key} must be a positive {'whole number' if kind is int else 'number'}",
+            path=file,
+            tag=key,
+            hint=f"write e.g. {key} = {default} in the [pacs] table",
+        )
+    return number
 
 
 # --------------------------------------------------------------------------- client
@@ -175,9 +197,18 @@ class _Client:
 
     def call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
         import requests
+        from retrying import RetryError  # dicomweb-client's retry decorator
 
         try:
             return getattr(self._client, method)(*args, **kwargs)
+        except RetryError as exc:  # every try was answered HTTP 408, 429, 503 or 504
+            last = exc.last_attempt
+            raise PacsError(
+                f"{what} failed: HTTP {getattr(last.value, 'status_code', None)} "
+                f"({last.attempt_number} tries)",
+                path=self.config.url,
+                hint="the server is busy or overloaded: try again later, or raise attempts",
+            ) from None
         except requests.HTTPError as exc:
             status = getattr(exc.response, "status_code", None)
             hint = {

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
 from pydicom.uid import UID_dictionary
 
 from islet_imaging.cli import main
@@ -339,3 +341,49 @@ def test_file_meta_and_preamble_carry_nothing_identifying(exchange_series, tmp_p
     assert new.preamble == b"\0" * 128
     assert new.file_meta.MediaStorageSOPInstanceUID == new.SOPInstanceUID
     assert new.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+
+
+def test_a_file_cut_at_any_byte_is_refused_never_written_broken(exchange_series, tmp_path):
+    original = sorted(exchange_series["mr"])[1]
+    data = original.read_bytes()
+    src = tmp_path / "in"
+    src.mkdir()
+    for cut in range(len(data)):  # inside the preamble, the file meta, elements, the pixels
+        (src / f"cut_{cut:05d}.dcm").write_bytes(data[:cut])
+    corrupt = pydicom.dcmread(original)
+    corrupt.PixelData = corrupt.PixelData[:-2]  # an even length, one pixel short
+    corrupt.save_as(src / "short_pixels.dcm")
+    odd = pydicom.dcmread(original)
+    tag = Tag(0x00189089)  # an FD value of 11 bytes: not a multiple of 8, written as it is
+    odd[tag] = RawDataElement(tag, "FD", 11, b"\0" * 11, 0, False, True)
+    odd.save_as(src / "odd_length.dcm")
+    shutil.copy(original, src / "zz_intact.dcm")
+
+    report = export_deidentified(src, tmp_path / "out", key=KEY)  # nothing raises
+
+    (written,) = report.written  # only the intact file, complete
+    new, old = pydicom.dcmread(written), pydicom.dcmread(original)
+    np.testing.assert_array_equal(new.pixel_array, old.pixel_array)
+    assert new.pixel_array.shape == (old.Rows, old.Columns)
+    refused = {p.name: reason for p, reason in report.refused}
+    skipped = {p.name for p, _ in report.skipped}
+    listed = set(refused) | skipped
+    assert listed == {p.name for p in src.iterdir()} - {"zz_intact.dcm"}
+    pixels = data.index(b"\xe0\x7f\x10\x00")  # the PixelData element
+    sop_uid = data.index(b"\x08\x00\x18\x00UI")  # the SOPInstanceUID element
+    for cut in range(132, len(data)):  # after the DICM prefix
+        name = f"cut_{cut:05d}.dcm"
+        if name in refused:
+            assert refused[name].startswith("truncated or corrupt DICOM: ")
+        else:  # cut between two elements before the SOPInstanceUID: no stored instance
+            assert cut < sop_uid
+            assert "no SOPInstanceUID" in dict(report.skipped)[src / name]
+    assert "PixelData (7FE0,0010)" in refused[f"cut_{len(data) - 1:05d}.dcm"]
+    assert "no PixelData (7FE0,0010)" in refused[f"cut_{pixels:05d}.dcm"]
+    assert refused["short_pixels.dcm"].startswith("truncated or corrupt DICOM: PixelData")
+    assert "(0018,9089)" in refused["odd_length.dcm"]
+    values = {str(e.value) for e in old.iterall() if e.VR in ("PN", "LO", "SH", "DA", "UI")}
+    for reason in refused.values():  # names the tag, never quotes a value (PHI)
+        assert not any(v in reason for v in values if len(v) >= 4)
+        assert "\\x" not in reason
+        assert "b'" not in reason

@@ -73,6 +73,41 @@ def test_config_file_environment_and_url_credentials(tmp_path, monkeypatch):
     assert "leak-me" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('attempts = "abc"', "attempts"),
+        ("attempts = 0", "attempts"),
+        ("attempts = 2.5", "attempts"),
+        ("attempts = true", "attempts"),
+        ('timeout_s = "soon"', "timeout_s"),
+        ("timeout_s = -1", "timeout_s"),
+        ("timeout_s = nan", "timeout_s"),
+        ("timeout_s = [60]", "timeout_s"),
+    ],
+)
+def test_bad_timeout_or_attempts_is_a_pacs_error_naming_the_key(tmp_path, line, key):
+    file = tmp_path / "pacs.toml"
+    file.write_text(f'[pacs]\nurl = "https://bob:s3cret@pacs.example.org/dw"\n{line}\n')
+    with pytest.raises(PacsError, match=f"{key} must be a positive") as info:
+        dicomweb.load_pacs_config(file, env={})
+    assert info.value.tag == key
+    for text in ("s3cret", "pacs.example.org", "abc", "soon"):  # never echoed
+        assert text not in str(info.value)
+
+
+def test_timeout_and_attempts_from_the_file(tmp_path):
+    file = tmp_path / "pacs.toml"
+    file.write_text(
+        '[pacs]\nurl = "https://pacs.example.org/dw"\ntimeout_s = 2.5\nattempts = "4"\n'
+    )
+    config = dicomweb.load_pacs_config(file, env={})
+    assert (config.timeout_s, config.attempts) == (2.5, 4)
+    file.write_text('[pacs]\nurl = "https://pacs.example.org/dw"\n')
+    config = dicomweb.load_pacs_config(file, env={})
+    assert (config.timeout_s, config.attempts) == (60.0, 3)
+
+
 def test_wrong_password_never_printed_or_logged(orthanc, monkeypatch, tmp_path, caplog, capsys):
     wrong = "Wr0ng-pw-that-must-not-leak"
     config = dicomweb.PacsConfig(url=orthanc.url, user=orthanc.user, password=wrong)
@@ -237,3 +272,31 @@ def test_a_stalled_pacs_times_out_with_a_clear_error():
             dicomweb.search_studies(config, patient_id="ISLET-001")
         assert time.monotonic() - start < 10
     assert info.value.path == url
+
+
+@pytest.mark.parametrize(("status", "tries"), [(503, 2), (500, 1)])
+def test_only_busy_answers_are_retried(status, tries):
+    """As PacsConfig says: HTTP 503 is tried ``attempts`` times (one 2 s wait), 500 once."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        with pytest.raises(PacsError, match=f"HTTP {status}"):
+            dicomweb.search_studies(dicomweb.PacsConfig(url=url, attempts=2), patient_id="P1")
+        server.shutdown()
+    assert len(seen) == tries

@@ -695,6 +695,17 @@ NECK_RATIO = 0.75
 #: across a gap between two deposits, not their full-signal interior.
 BRIDGE_FRACTION = 0.8
 
+#: ... and at least this many noise standard deviations above it (noise SD of the smoothed
+#: signal, from the muscle shell). A noise bump of a uniform deposit stands above its saddle by
+#: the difference of two noise values (SD ≈ √2·σ): 4σ is ≈ 2.8 SD of that difference. On a
+#: uniform ball with white or correlated noise (CNR 2 to 10) bumps seeded deposits at 2σ, none
+#: at 3σ; 4σ keeps a margin, and the phantoms' partial-volume bridges still cut up to 8σ.
+NOISE_SIGMAS = 4.0
+
+#: More candidate peaks than this in one component is noise or texture the noise estimate
+#: missed, not deposits: that component is left to the shape-only split.
+MAX_SIGNAL_PEAKS = 32
+
 _FACES = [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
 #: the 13 "forward" offsets of the 26-neighbourhood (each neighbour pair once)
 _NEIGHBOURS = [tuple(i - 1 for i in o) for o in np.ndindex(3, 3, 3) if o > (1, 1, 1)]
@@ -769,29 +780,38 @@ def _split_by_signal(
     """Parts of one component separated by partial-volume bridges of the signal.
 
     ``signal`` is the image (negated for dark grafts) on the crop of ``this``, ``muscle`` the
-    crop's voxels where the local muscle level ``b`` is measured (median; a shell around the
-    component). With ``h = (1 − BRIDGE_FRACTION)·(level − b)`` (``level``: 90th percentile
-    of the component), the cores are the regional maxima of the reconstruction of
-    ``signal − h`` under ``signal``: around each peak standing at least ``h`` above the
-    saddle to a higher one, the voxels within ``h`` of it (equal peaks joined above that
-    level are one core). The other voxels (rims, bridges) go to the nearest core (watershed
-    of the distance to the cores, 26-connected), so the parts' union is the component and a
-    dimmer deposit keeps its rim next to a brighter one. A part smaller than ``min_voxels``
-    is merged into the neighbour it shares the highest saddle of the signal with.
+    crop's voxels where the local muscle level is measured (a shell around the component).
+    The signal is first smoothed by a Gaussian of σ = the finest voxel dimension (mm, the
+    same on every axis: a voxel in-plane, less across thick slices, so a bridge one slice
+    thick is kept). On the smoothed signal: ``b`` the median and ``σ`` the noise SD
+    (MAD × 1.4826) of the muscle voxels, ``level`` the 90th percentile of the component and
+    ``h = max((1 − BRIDGE_FRACTION)·(level − b), NOISE_SIGMAS·σ)``. The cores are the
+    regional maxima of the reconstruction of ``signal − h`` under ``signal``: around each
+    peak standing at least ``h`` above the saddle to a higher one, the voxels within ``h`` of
+    it (equal peaks joined above that level are one core). More than
+    :data:`MAX_SIGNAL_PEAKS` cores is noise: the component is returned whole. The other
+    voxels (rims, bridges) go to the nearest core (watershed of the distance to the cores,
+    26-connected), so the parts' union is the component and a dimmer deposit keeps its rim
+    next to a brighter one. A part smaller than ``min_voxels`` is merged into the neighbour
+    it shares the highest saddle of the signal with.
     """
     parts = this.astype(np.int32)
     if muscle.sum() < 10:
         return parts
-    inside = signal[this]
-    background = float(np.median(signal[muscle]))
+    sigma = [min(spacing) / d for d in spacing]
+    smooth = ndi.gaussian_filter(signal.astype(np.float64), sigma, mode="nearest")
+    inside = smooth[this]
+    background = float(np.median(smooth[muscle]))
+    noise_sd = 1.4826 * float(np.median(np.abs(smooth[muscle] - background)))
     contrast = float(np.percentile(inside, LEVEL_PCT)) - background
     if contrast <= 0:
         return parts
-    height = np.where(this, signal, inside.min()).astype(np.float64)
+    h = max((1 - BRIDGE_FRACTION) * contrast, NOISE_SIGMAS * noise_sd)
+    height = np.where(this, smooth, inside.min())
     full = np.ones((3, 3, 3), bool)
-    dome = reconstruction(height - (1 - BRIDGE_FRACTION) * contrast, height, footprint=full)
+    dome = reconstruction(height - h, height, footprint=full)
     cores, count = ndi.label(local_maxima(dome, footprint=full) & this, structure=full)
-    if count < 2:
+    if not 2 <= count <= MAX_SIGNAL_PEAKS:
         return parts
     away = ndi.distance_transform_edt(cores == 0, sampling=spacing)
     parts = watershed(away, cores, mask=this, connectivity=full).astype(np.int32)
@@ -822,13 +842,17 @@ def split_deposits(
        bridge between deposits that are apart (a gap thinner than a voxel keeps them in one
        component): a maximum of the signal seeds its own part when it stands at least
        ``1 −`` :data:`BRIDGE_FRACTION` of the component's contrast above the saddle joining
-       it to a higher maximum. The contrast is the component's level (90th percentile) minus
-       the local muscle level (median of the image in a shell
+       it to a higher maximum, and at least :data:`NOISE_SIGMAS` noise SDs (so noise bumps
+       of one uniform deposit never seed). The signal is smoothed first (Gaussian, σ = the
+       finest voxel dimension in mm). The contrast is the component's level (90th
+       percentile) minus the local muscle level (median of the image in a shell
        :data:`BACKGROUND_SHELL_MM` around it, graft voxels left out), the same levels the
-       MR delineation places edges with. The voxels within that fraction of a seed's peak
-       are its core; every other voxel (rims, bridges) goes to the nearest core, so the
-       deposits' union is still the mask; a part smaller than ``min_volume_mm3`` goes back to
-       the neighbour it shares the highest saddle with.
+       MR delineation places edges with; the noise SD is the robust spread
+       (MAD × 1.4826) of that shell. A component with more than :data:`MAX_SIGNAL_PEAKS`
+       candidate seeds is left to step 2. The voxels within the required height of a
+       seed's peak are its core; every other voxel (rims, bridges) goes to the nearest core,
+       so the deposits' union is still the mask; a part smaller than ``min_volume_mm3`` goes
+       back to the neighbour it shares the highest saddle with.
        Dark grafts (``polarity='dark'``) are handled on the negated signal.
     2. A component (or part) whose distance map (mm, computed with the physical voxel
        spacing) has several maxima standing more than ``split_depth_mm`` above the saddle
@@ -919,7 +943,12 @@ def split_deposits(
         "signal_split": signal is not None,
     }
     if signal is not None:
-        params.update(polarity=polarity.value, bridge_fraction=BRIDGE_FRACTION)
+        params.update(
+            polarity=polarity.value,
+            bridge_fraction=BRIDGE_FRACTION,
+            noise_sigmas=NOISE_SIGMAS,
+            max_signal_peaks=MAX_SIGNAL_PEAKS,
+        )
     method = "deposits_watershed" if separate_touching else "deposits_components"
     meta = {
         **{k: v for k, v in mask.meta.items() if k not in ("method", "parameters")},

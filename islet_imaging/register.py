@@ -401,13 +401,18 @@ def _optimise(
     )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetInitialTransform(transform, inPlace=True)
+    _execute(reg, fixed, moving)
+    return float(reg.GetMetricValue()), reg.GetOptimizerStopConditionDescription()
+
+
+def _execute(reg: sitk.ImageRegistrationMethod, fixed: sitk.Image, moving: sitk.Image) -> None:
+    """Run ``reg``; ITK failures (no sample in the moving image...) raise RegistrationError."""
     try:
         reg.Execute(fixed, moving)
     except RuntimeError as exc:
         raise RegistrationError(
             "registration failed: the images do not overlap enough", hint=str(exc)[:200]
         ) from exc
-    return float(reg.GetMetricValue()), reg.GetOptimizerStopConditionDescription()
 
 
 def _rotation_deg(matrix: np.ndarray) -> float:
@@ -623,12 +628,7 @@ def _refine_shift(
     )
     reg.SetMovingInitialTransform(transform)  # fixed point x -> transform(x + shift)
     reg.SetInitialTransform(shift, inPlace=True)
-    try:
-        reg.Execute(fixed, moving)
-    except RuntimeError as exc:
-        raise RegistrationError(
-            "registration failed: the images do not overlap enough", hint=str(exc)[:200]
-        ) from exc
+    _execute(reg, fixed, moving)
     rotation = np.asarray(transform.GetMatrix()).reshape(3, 3)
     offset = rotation @ np.asarray(shift.GetOffset())
     transform.SetTranslation(tuple(np.asarray(transform.GetTranslation()) + offset))

@@ -109,6 +109,13 @@ def _margin(spacing: Sequence[float], mm: float) -> list[int]:
     return [int(np.ceil(mm / s)) + 1 for s in spacing]
 
 
+def _shell(region: np.ndarray, spacing: Sequence[float], shell_mm: Sequence[float]) -> np.ndarray:
+    """Voxels farther than ``shell_mm[0]`` and at most ``shell_mm[1]`` mm from ``region``."""
+    inner, outer = shell_mm
+    distance = ndi.distance_transform_edt(~region, sampling=spacing)
+    return (distance > inner) & (distance <= outer)
+
+
 def _ball_values(
     values: np.ndarray, index: np.ndarray, spacing: Sequence[float], radius_mm: float
 ) -> np.ndarray:
@@ -385,8 +392,7 @@ def _hysteresis(
     labels[box], n = label_components(core[box])
     voxel_mm3 = float(np.prod(mr.spacing))
     counts = np.bincount(labels[box].ravel(), minlength=n + 1)
-    inner, outer = BACKGROUND_SHELL_MM
-    margin = _margin(mr.spacing, outer)
+    margin = _margin(mr.spacing, BACKGROUND_SHELL_MM[1])
     out = np.zeros(mr.shape, bool)
     crops = {}
     for index, local_slices in enumerate(ndi.find_objects(labels[box]), start=1):
@@ -404,8 +410,7 @@ def _hysteresis(
         this = labels[crop] == index
         values = signal[crop]
         level = float(np.percentile(values[this], LEVEL_PCT))
-        distance = ndi.distance_transform_edt(~this, sampling=mr.spacing)
-        shell = (distance > inner) & (distance <= outer) & allowed[crop] & ~core[crop]
+        shell = _shell(this, mr.spacing, BACKGROUND_SHELL_MM) & allowed[crop] & ~core[crop]
         local = float(np.median(values[shell])) if shell.sum() >= 10 else mean
         if level - local < k * sd:
             return
@@ -601,13 +606,11 @@ def _shell_background(
     shell_mm: tuple[float, float],
 ) -> float:
     """Median SUV in a shell ``shell_mm`` around the ``level`` region grown from ``marker``."""
-    inner, outer = shell_mm
     everything = tuple(slice(0, n) for n in suv.shape)
     core = _grow(values, allowed | marker, level, marker, everything)
     slices = ndi.find_objects(core.astype(np.uint8))[0]
-    crop = _crop(slices, suv.shape, _margin(suv.spacing, outer))
-    distance = ndi.distance_transform_edt(~core[crop], sampling=suv.spacing)
-    shell = (distance > inner) & (distance <= outer) & allowed[crop]
+    crop = _crop(slices, suv.shape, _margin(suv.spacing, shell_mm[1]))
+    shell = _shell(core[crop], suv.spacing, shell_mm) & allowed[crop]
     if not shell.any():
         raise SegmentationError(
             "no background voxel around the hot spot", tag="background_shell_mm", value=shell_mm
@@ -904,8 +907,7 @@ def split_deposits(
     depth = float(max(mask.spacing)) if split_depth_mm is None else float(split_depth_mm)
     voxel_mm3 = float(np.prod(mask.spacing))
     if separate_touching and n:
-        inner, outer = BACKGROUND_SHELL_MM
-        margin = [1, 1, 1] if signal is None else _margin(mask.spacing, outer)
+        margin = [1, 1, 1] if signal is None else _margin(mask.spacing, BACKGROUND_SHELL_MM[1])
         out = np.zeros(mask.shape, np.int32)
         next_label = 1
         for index, slices in enumerate(ndi.find_objects(labels), start=1):
@@ -913,8 +915,7 @@ def split_deposits(
             this = labels[crop] == index
             pieces = this.astype(np.int32)
             if signal is not None:
-                away = ndi.distance_transform_edt(~this, sampling=mask.spacing)
-                muscle = (away > inner) & (away <= outer) & ~binary[crop]
+                muscle = _shell(this, mask.spacing, BACKGROUND_SHELL_MM) & ~binary[crop]
                 pieces = _split_by_signal(
                     this, signal[crop], muscle, mask.spacing, min_volume_mm3 / voxel_mm3
                 )

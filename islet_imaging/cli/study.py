@@ -29,9 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cleanup = sub.add_parser(
         "cleanup",
         help="remove files of killed or failed runs that nothing references",
-        description="Remove files under masks/ and runs/ that no catalogue row references and "
-        "that are older than the last recorded stop of an interrupted or failed run; does "
-        "nothing while any run is still running (the batch also does this at its start).",
+        description="Remove run folders (runs/) and automatic masks (masks/.../auto-*) that no "
+        "catalogue row references and that are older than the last recorded stop of an "
+        "interrupted or failed run; a person's mask versions are never removed; does nothing "
+        "while any run is still running (the batch also does this at its start).",
     )
     cleanup.add_argument("dir", help="workspace folder")
     cleanup.add_argument("--dry-run", action="store_true", help="only list the files")

@@ -1126,10 +1126,11 @@ def export_deidentified(
                 / str(clean.get("SeriesInstanceUID", "noseries"))
                 / f"{clean.SOPInstanceUID}.dcm"
             )
-            if target.exists():  # a duplicate instance in ``src``, or an earlier export
+            try:
+                write_object(clean, target)
+            except IsletImagingError:  # a duplicate instance in ``src``, or an earlier export
                 report.refused.append((path, f"not overwriting the exported file {target}"))
                 continue
-            write_object(clean, target)
             report.written.append(target)
     report.patients = len(patients)
     return report
